@@ -1,0 +1,55 @@
+"""ASGI app factory: settings, engine, routers, middleware, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from cogumi import __version__
+from cogumi.config import Settings
+from cogumi.db.engine import make_engine, make_sessionmaker
+from cogumi.errors import install_error_handlers
+from cogumi.middleware import BodyLimitMiddleware
+from cogumi.tenancy.deps import get_principal
+
+
+def api_routers() -> list[APIRouter]:
+    """Every JSON API router, in one explicit list (mounted under ``/api``)."""
+    from cogumi.health import routes as health_routes
+    from cogumi.projects import routes as projects_routes
+    from cogumi.tenancy import routes as tenancy_routes
+
+    return [health_routes.router, *tenancy_routes.routers, projects_routes.router]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.effective_database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="COGUMI AI Protect",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url="/api/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    # Resolving the principal on every API request also enforces CSRF on every
+    # cookie-authenticated write, including routes that do not need a user.
+    for router in api_routers():
+        app.include_router(router, prefix="/api", dependencies=[Depends(get_principal)])
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    return app

@@ -1,0 +1,57 @@
+"""The ``cogumi`` command. Each command imports what it needs lazily, so the
+sidecar never pulls in the database stack."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="COGUMI AI Protect: red-team your AI agent before it ships.", no_args_is_help=True
+)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from cogumi import __version__
+
+    typer.echo(__version__)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (also done automatically by ``serve``)."""
+    from cogumi.config import Settings
+    from cogumi.db.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.effective_database_url)
+    typer.echo("database is up to date")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Bind address (default: COGUMI_HOST or 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port (default: COGUMI_PORT or 8000)."),
+) -> None:
+    """Migrate the database, then serve the web UI and JSON API."""
+    import logging
+
+    import uvicorn
+
+    from cogumi.app import create_app
+    from cogumi.config import Settings
+    from cogumi.db.migrate import upgrade
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = Settings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper())
+    upgrade(settings.effective_database_url)
+    settings.resolved_secret_key()
+    where = "SQLite in " + str(settings.data_dir.resolve()) if settings.is_sqlite else "PostgreSQL"
+    typer.echo(f"COGUMI AI Protect on {settings.base_url}  (store: {where})")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def main() -> None:
+    app()

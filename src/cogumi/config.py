@@ -1,0 +1,159 @@
+"""One typed settings object for every process.
+
+Every setting is read from the environment with the ``COGUMI_`` prefix (or a
+``.env`` file in the working directory). Nothing reads the environment at
+import time: callers build a :class:`Settings` and pass it explicitly.
+``docs/settings.md`` lists every field; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Mode = Literal["embedded", "hosted"]
+
+
+class Settings(BaseSettings):
+    """Settings shared by ``serve``, ``worker`` and the CLI commands that touch the DB."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COGUMI_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    mode: Mode = Field(
+        default="embedded",
+        description="`embedded` (one machine, SQLite, in-process queue) or `hosted` "
+        "(multi-tenant deployment; stricter defaults such as refusing private targets).",
+    )
+    data_dir: Path = Field(
+        default=Path(".data"),
+        description="Directory for the embedded SQLite database and other local state.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL. Unset: SQLite at `<data_dir>/cogumi.db`. "
+        "PostgreSQL: `postgresql+asyncpg://user@host:5432/db`.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL for shared rate limits, queue and live bus in scale-out mode.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `cogumi serve` binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `cogumi serve` binds to.")
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL users reach the product at (used in invitation links and "
+        "snippets). Unset: `http://<host>:<port>`.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key for CSRF tokens and OIDC state. Unset: generated once and kept in "
+        "`<data_dir>/secret_key`. Set it explicitly when several API processes run.",
+    )
+    cookie_secure: bool = Field(
+        default=False,
+        description="Mark the session cookie `Secure` (turn on whenever served over HTTPS).",
+    )
+    session_ttl_hours: int = Field(
+        default=24 * 14, ge=1, description="Lifetime of a login session, in hours."
+    )
+    invitation_ttl_hours: int = Field(
+        default=72, ge=1, description="How long an invitation link stays valid, in hours."
+    )
+    login_rate_limit: int = Field(
+        default=10,
+        ge=1,
+        description="Login or register attempts allowed per client address and per email "
+        "within `login_rate_window_sec`.",
+    )
+    login_rate_window_sec: int = Field(
+        default=60, ge=1, description="Window of the login/register rate limit, in seconds."
+    )
+    allow_private_targets: bool | None = Field(
+        default=None,
+        description="Allow agent endpoints on loopback and private ranges. Unset: on in "
+        "embedded mode, off in hosted mode. Link-local and cloud-metadata addresses are "
+        "always refused.",
+    )
+    smtp_host: str | None = Field(default=None, description="SMTP server for invitation mail.")
+    smtp_port: int = Field(default=587, description="SMTP port.")
+    smtp_user: str | None = Field(default=None, description="SMTP user name.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    smtp_from: str = Field(
+        default="cogumi@localhost", description="Sender address of invitation mail."
+    )
+    smtp_starttls: bool = Field(default=True, description="Use STARTTLS with the SMTP server.")
+    oidc_client_id: str | None = Field(
+        default=None, description="Google (or other OIDC) client id; sign-in is off unless set."
+    )
+    oidc_client_secret: SecretStr | None = Field(default=None, description="OIDC client secret.")
+    oidc_discovery_url: str = Field(
+        default="https://accounts.google.com/.well-known/openid-configuration",
+        description="OIDC discovery document of the identity provider.",
+    )
+    request_timeout_sec: float = Field(
+        default=10.0, gt=0, description="Timeout of outbound calls such as endpoint validation."
+    )
+    max_request_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest JSON body accepted by the API."
+    )
+    log_level: str = Field(default="INFO", description="Python log level.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str | None) -> str | None:
+        """Accept plain ``postgresql://`` and ``sqlite://`` URLs and pick the async driver."""
+        if value is None:
+            return None
+        if value.startswith(("postgres://", "postgresql://")):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value.split(":///", 1)[1]
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL actually used."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'cogumi.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def private_targets_allowed(self) -> bool:
+        if self.allow_private_targets is not None:
+            return self.allow_private_targets
+        return self.mode == "embedded"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_client_id and self.oidc_client_secret)
+
+    def resolved_secret_key(self) -> str:
+        """The configured key, or one generated once and kept in the data directory."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        import secrets
+
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.touch(mode=0o600)
+        path.write_text(key)
+        return key

@@ -1,0 +1,183 @@
+"""Errors the product raises on purpose, and the one JSON shape they take.
+
+Every error response body is ``{"error": <code>, "message": <text>, ...fields}``.
+Validation errors add ``fields: [{"field", "loc", "message", "type"}]``; quota
+errors add ``quota, limit, used, retry_after``. A test pins this shape.
+
+    CogumiError                      500 internal_error
+    ├── BadRequest                   400 bad_request
+    ├── Unauthenticated              401 unauthenticated
+    ├── Forbidden                    403 forbidden
+    ├── NotFound                     404 not_found
+    ├── Conflict                     409 conflict
+    ├── Gone                         410 gone
+    ├── PayloadTooLarge              413 payload_too_large
+    ├── InvalidInput                 422 validation_error
+    └── TooManyRequests              429 rate_limited
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class CogumiError(Exception):
+    """Base of every deliberate error; knows its HTTP status and its code."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, **self.fields}
+
+
+class BadRequest(CogumiError):
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthenticated(CogumiError):
+    status_code = 401
+    code = "unauthenticated"
+
+
+class Forbidden(CogumiError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(CogumiError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(CogumiError):
+    status_code = 409
+    code = "conflict"
+
+
+class Gone(CogumiError):
+    status_code = 410
+    code = "gone"
+
+
+class PayloadTooLarge(CogumiError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class InvalidInput(CogumiError):
+    """422 for a value that passed parsing but breaks a rule (names the field)."""
+
+    status_code = 422
+    code = "validation_error"
+
+    def __init__(self, field: str, message: str, type_: str = "value_error") -> None:
+        super().__init__(
+            f"{field}: {message}",
+            fields=[{"field": field, "loc": ["body", field], "message": message, "type": type_}],
+        )
+
+
+class TooManyRequests(CogumiError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, **fields: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **fields)
+        self.retry_after = max(1, int(retry_after))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    410: "gone",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+def error_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
+    return ".".join(parts) or (str(loc[0]) if loc else "body")
+
+
+def validation_fields(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Turn pydantic errors into our field list; never echo the submitted value."""
+    out = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        out.append(
+            {
+                "field": _field_name(loc),
+                "loc": list(loc),
+                "message": str(err.get("msg", "invalid value")),
+                "type": str(err.get("type", "value_error")),
+            }
+        )
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error (ours, FastAPI's, Starlette's, unexpected) to the JSON shape."""
+
+    @app.exception_handler(CogumiError)
+    async def _cogumi(_: Request, exc: CogumiError) -> JSONResponse:
+        return error_response(exc.status_code, exc.body(), exc.headers())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = validation_fields(list(exc.errors()))
+        first = fields[0] if fields else {"field": "body", "message": "invalid"}
+        return error_response(
+            422,
+            {
+                "error": "validation_error",
+                "message": f"{first['field']}: {first['message']}",
+                "fields": fields,
+            },
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return error_response(
+            exc.status_code, {"error": code, "message": message}, dict(exc.headers or {})
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, {"error": "internal_error", "message": "internal error"})

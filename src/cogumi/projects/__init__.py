@@ -1,0 +1,1 @@
+"""Projects, sidecar tokens, guardrails, connect snippets, endpoint validation."""

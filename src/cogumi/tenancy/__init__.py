@@ -1,0 +1,1 @@
+"""Users, orgs, memberships, roles, sessions, API keys, invitations, audit log."""
