@@ -36,7 +36,7 @@ def create_pg_database() -> str:
     name = f"cogumi_test_{uuid.uuid4().hex[:12]}"
     try:
         asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         message = f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {exc!r}"
         if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
             pytest.fail(message + " (CI=true: PostgreSQL tests must run)", pytrace=False)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from cogumi import __version__
 from cogumi.config import Settings
 from cogumi.db.engine import make_engine, make_sessionmaker
-from cogumi.errors import install_error_handlers
+from cogumi.errors import install_error_handlers, install_integrity_handler
 from cogumi.middleware import BodyLimitMiddleware
 from cogumi.tenancy.deps import get_principal
 
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_integrity_handler(app)
     # Resolving the principal on every API request also enforces CSRF on every
     # cookie-authenticated write, including routes that do not need a user.
     for router in api_routers():

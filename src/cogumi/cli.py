@@ -43,8 +43,10 @@ def serve(
     from cogumi.config import Settings
     from cogumi.db.migrate import upgrade
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = Settings(**overrides)
+    settings = Settings()
+    settings = settings.model_copy(
+        update={"host": host or settings.host, "port": port or settings.port}
+    )
     logging.basicConfig(level=settings.log_level.upper())
     upgrade(settings.effective_database_url)
     settings.resolved_secret_key()

@@ -181,3 +181,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, {"error": "internal_error", "message": "internal error"})
+
+
+def install_integrity_handler(app: FastAPI) -> None:
+    """A unique-constraint race (two requests creating the same thing) is a 409, not a 500."""
+    from sqlalchemy.exc import IntegrityError
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        log.info("integrity error mapped to 409: %s", type(exc.orig).__name__)
+        return error_response(
+            409, {"error": "conflict", "message": "conflicts with an existing record"}
+        )

@@ -74,5 +74,5 @@ class TenantMixin:
     """Every row that belongs to an org carries ``org_id``; queries filter on it."""
 
     @declared_attr
-    def org_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805 - declared_attr takes the class
+    def org_id(cls) -> Mapped[uuid.UUID]:
         return mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)

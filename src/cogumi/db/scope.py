@@ -17,7 +17,7 @@ from cogumi.errors import NotFound
 T = TypeVar("T")
 
 
-def in_org(model: type[T], org_id: uuid.UUID) -> Select[tuple[T]]:
+def in_org(model: type[T], org_id: uuid.UUID) -> Select[Any]:
     """``SELECT model WHERE model.org_id = org_id``."""
     column: Any = model.org_id  # type: ignore[attr-defined]
     return select(model).where(column == org_id)
@@ -28,7 +28,7 @@ async def get_in_org(
 ) -> T:
     """Load one tenant row by id inside ``org_id``; 404 naming ``what`` otherwise."""
     row_id: Any = model.id  # type: ignore[attr-defined]
-    obj = await session.scalar(in_org(model, org_id).where(row_id == object_id))
+    obj: T | None = await session.scalar(in_org(model, org_id).where(row_id == object_id))
     if obj is None:
         raise NotFound(f"{what} not found")
     return obj

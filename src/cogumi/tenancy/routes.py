@@ -12,6 +12,7 @@ from cogumi.tenancy.deps import (
     CurrentPrincipal,
     DbSession,
 )
+from cogumi.tenancy.models import Role
 from cogumi.tenancy.schemas import LoginIn, MeOut, OrgOut, RegisterIn, UserOut
 
 auth_router = APIRouter(prefix="/auth", tags=["auth"])
@@ -99,8 +100,8 @@ async def register(
     csrf = set_login_cookies(response, token, settings)
     return MeOut(
         user=UserOut.model_validate(user),
-        current_org=OrgOut(id=org.id, name=org.name, role="OWNER"),  # type: ignore[arg-type]
-        orgs=[OrgOut(id=org.id, name=org.name, role="OWNER")],  # type: ignore[arg-type]
+        current_org=OrgOut(id=org.id, name=org.name, role=Role.OWNER),
+        orgs=[OrgOut(id=org.id, name=org.name, role=Role.OWNER)],
         csrf_token=csrf,
     )
 

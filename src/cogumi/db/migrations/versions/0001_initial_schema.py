@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 07:22:02.251876
+Create Date: 2026-11-27 07:25:44.776506
 """
 
 from collections.abc import Sequence
