@@ -1,0 +1,5 @@
+"""``python -m cogumi`` runs the CLI."""
+
+from cogumi.cli import main
+
+main()

@@ -1,0 +1,109 @@
+"""The one JSON error shape, for every way a request can be wrong."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from cogumi.tenancy.models import User
+from tests.conftest import make_settings
+from tests.factories import PASSWORD, unique_email
+
+
+def assert_error_shape(body: dict[str, object], code: str) -> None:
+    assert body["error"] == code
+    assert isinstance(body["message"], str) and body["message"]
+
+
+async def test_malformed_json_is_422_naming_the_body(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/auth/register",
+        content=b'{"email": "a@b.com",',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert_error_shape(body, "validation_error")
+    assert body["fields"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"email": "not-an-email", "password": PASSWORD}, "email"),
+        ({"email": 5, "password": PASSWORD}, "email"),
+        ({"email": "a@example.com", "password": "short"}, "password"),
+        ({"email": "a@example.com", "password": PASSWORD, "surprise": 1}, "surprise"),
+        (
+            {"email": "a@example.com", "password": PASSWORD, "display_name": "x" * 121},
+            "display_name",
+        ),
+        ({"email": "a@example.com"}, "password"),
+    ],
+)
+async def test_bad_fields_name_the_field(
+    client: httpx.AsyncClient, payload: dict[str, object], field: str
+) -> None:
+    response = await client.post("/api/auth/register", json=payload)
+    assert response.status_code == 422
+    body = response.json()
+    assert_error_shape(body, "validation_error")
+    assert [f["field"] for f in body["fields"]] == [field]
+    assert set(body["fields"][0]) == {"field", "loc", "message", "type"}
+
+
+async def test_failed_request_writes_nothing(client: httpx.AsyncClient, sessionmaker) -> None:  # type: ignore[no-untyped-def]
+    email = unique_email()
+    response = await client.post("/api/auth/register", json={"email": email, "password": "short"})
+    assert response.status_code == 422
+    async with sessionmaker() as session:
+        assert (
+            await session.scalar(select(func.count()).select_from(User).where(User.email == email))
+            == 0
+        )
+
+
+async def test_unknown_route_and_method_use_the_shape(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/api/no-such-thing")
+    assert missing.status_code == 404
+    assert_error_shape(missing.json(), "not_found")
+    wrong_method = await client.delete("/api/auth/login")
+    assert wrong_method.status_code == 405
+    assert_error_shape(wrong_method.json(), "method_not_allowed")
+
+
+async def test_oversized_body_is_413(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from cogumi.app import create_app
+
+    app = create_app(make_settings(database_url, tmp_path, max_request_bytes=2048))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            declared = await c.post(
+                "/api/auth/register", json={"email": unique_email(), "password": "x" * 5000}
+            )
+            assert declared.status_code == 413
+            assert_error_shape(declared.json(), "payload_too_large")
+
+            async def chunks():  # type: ignore[no-untyped-def]
+                for _ in range(10):
+                    yield b"x" * 1000
+
+            streamed = await c.post(
+                "/api/auth/register", content=chunks(), headers={"content-type": "application/json"}
+            )
+            assert streamed.status_code == 413
+            assert_error_shape(streamed.json(), "payload_too_large")
+
+
+async def test_health(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/health")
+    assert response.status_code == 200
+    assert response.json()["db"] == "ok"
+
+
+async def test_openapi_lists_the_api(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/api/openapi.json")).json()
+    assert "/api/auth/register" in schema["paths"]
+    assert "/api/me" in schema["paths"]
