@@ -55,5 +55,21 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def sidecar(ctx: typer.Context) -> None:
+    """Forward proxy beside your agent: records and ships redacted events (--help for options)."""
+    from cogumi.sidecar.options import OptionsError
+    from cogumi.sidecar.runner import main as sidecar_main
+
+    try:
+        sidecar_main(ctx.args)
+    except OptionsError as exc:
+        typer.echo(f"cogumi sidecar: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def main() -> None:
     app()

@@ -1,0 +1,152 @@
+"""HTTP/1.x message reading on asyncio streams, parsed by httptools (llhttp).
+
+:class:`MessageReader` turns the bytes of one connection into a queue of
+``Head`` / body chunk / end items, so the proxy can stream bodies chunk by
+chunk and never hold a whole one. Chunked framing is decoded here and
+re-encoded by :func:`chunk`, which keeps the proxy free to choose the framing
+on each side of the hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+import httptools
+
+READ_SIZE: Final = 256 * 1024
+MAX_HEAD_BYTES: Final = 64 * 1024
+
+HEAD: Final = 0
+BODY: Final = 1
+END: Final = 2
+
+
+class MessageError(Exception):
+    """The peer sent bytes that are not HTTP/1.x (or a head that is too large)."""
+
+
+@dataclass(slots=True)
+class Head:
+    method: str = ""
+    url: str = ""
+    status: int = 0
+    reason: str = ""
+    version: str = "1.1"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    keep_alive: bool = True
+    upgrade: bool = False
+
+    def get(self, name: str) -> str | None:
+        lowered = name.lower()
+        return next((v for n, v in self.headers if n.lower() == lowered), None)
+
+    @property
+    def chunked(self) -> bool:
+        return "chunked" in (self.get("transfer-encoding") or "").lower()
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.get("content-length")
+        return int(value) if value and value.strip().isdigit() else None
+
+
+Item = tuple[int, Head | bytes | None]
+
+
+class MessageReader:
+    """Feeds a StreamReader into an httptools parser and queues what it sees."""
+
+    def __init__(self, reader: asyncio.StreamReader, *, response: bool = False) -> None:
+        self.reader = reader
+        self.items: deque[Item] = deque()
+        self.parser: httptools.HttpRequestParser | httptools.HttpResponseParser = (
+            httptools.HttpResponseParser(self) if response else httptools.HttpRequestParser(self)
+        )
+        self._response = response
+        self._head = Head()
+        self._url = bytearray()
+        self._head_bytes = 0
+        self._in_head = False
+        self.eof = False
+        self.leftover = b""  # bytes after an upgrade/CONNECT head: tunnel data
+        self.in_message = False  # a head was taken and its END not yet
+
+    # httptools callbacks -------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._head = Head()
+        self._url.clear()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_status(self, status: bytes) -> None:
+        self._head.reason = status.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        head, parser = self._head, self.parser
+        head.version = parser.get_http_version()
+        head.keep_alive = parser.should_keep_alive()
+        head.upgrade = parser.should_upgrade()
+        if isinstance(parser, httptools.HttpResponseParser):
+            head.status = parser.get_status_code()
+        else:
+            head.method = parser.get_method().decode("ascii", "replace")
+            head.url = self._url.decode("latin-1")
+        self._in_head = False
+        self.items.append((HEAD, head))
+
+    def on_body(self, body: bytes) -> None:
+        self.items.append((BODY, body))
+
+    def on_message_complete(self) -> None:
+        self.items.append((END, None))
+
+    # reading ---------------------------------------------------------------
+    @property
+    def buffered(self) -> bool:
+        return bool(self.items)
+
+    async def next(self) -> Item | None:
+        """Next item, reading from the network only when the queue is empty;
+        ``None`` at end of stream."""
+        while not self.items:
+            if self.eof:
+                return None
+            data = await self.reader.read(READ_SIZE)
+            if not data:
+                self.eof = True
+                return None
+            self.feed(data)
+        item = self.items.popleft()
+        if item[0] != BODY:
+            self.in_message = item[0] == HEAD
+        return item
+
+    def feed(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                raise MessageError("message head too large")
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.leftover = data[exc.args[0] :]
+            self.eof = True  # the rest of the connection is not HTTP any more
+        except httptools.HttpParserError as exc:
+            raise MessageError(str(exc) or type(exc).__name__) from exc
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (empty data is not allowed here: use LAST_CHUNK)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK: Final = b"0\r\n\r\n"

@@ -1,0 +1,318 @@
+"""Getting events to the ingest API without ever losing one silently.
+
+Events pass a local throttle (N per window per token, one
+``policy.violation`` per window when it bites), wait in a bounded in-memory
+buffer, and leave in batches. A batch keeps its ``batch_id`` across retries so
+the API stores it once; retries back off exponentially with jitter and honour
+``Retry-After``; 401/403 stop shipping (loudly) while the proxy keeps serving.
+Every event that does not make it is counted under a reason, and the counters
+go out with each heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from cogumi import __version__
+from cogumi.sidecar.core import policy_event
+from cogumi.sidecar.options import SidecarOptions
+
+log = logging.getLogger("cogumi.sidecar")
+event_log = logging.getLogger("cogumi.sidecar.events")
+
+RETRY_BASE_SEC = 0.25
+RETRY_MAX_SEC = 30.0
+RETRY_AFTER_MAX_SEC = 300.0
+
+
+@dataclass
+class Counters:
+    sent: int = 0
+    batches_sent: int = 0
+    ingest_failures: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    _per_second: deque[list[int]] = field(default_factory=deque)
+
+    def seen(self, now: float) -> None:
+        second = int(now)
+        if self._per_second and self._per_second[-1][0] == second:
+            self._per_second[-1][1] += 1
+        else:
+            self._per_second.append([second, 1])
+        self._trim(second)
+
+    def _trim(self, second: int) -> None:
+        while self._per_second and self._per_second[0][0] <= second - 60:
+            self._per_second.popleft()
+
+    def events_per_minute(self, now: float) -> int:
+        self._trim(int(now))
+        return sum(n for _, n in self._per_second)
+
+
+@dataclass
+class Throttle:
+    """Fixed window per token: ``limit`` events, then drops until it rolls over."""
+
+    limit: int
+    window_sec: float
+    started: float = 0.0
+    count: int = 0
+    violation_sent: bool = False
+
+    def admit(self, now: float) -> tuple[bool, bool]:
+        """(admitted, first drop of this window)."""
+        if now - self.started >= self.window_sec:
+            self.started, self.count, self.violation_sent = now, 0, False
+        if self.count < self.limit:
+            self.count += 1
+            return True, False
+        first = not self.violation_sent
+        self.violation_sent = True
+        return False, first
+
+
+class Shipper:
+    """Buffer + batch loop + heartbeat + config refresh, one per sidecar."""
+
+    def __init__(self, options: SidecarOptions, client: httpx.AsyncClient | None = None) -> None:
+        self.options = options
+        self.client = client or httpx.AsyncClient(trust_env=False, timeout=10.0)
+        self.counters = Counters()
+        self.throttle = Throttle(options.throttle_per_window, options.throttle_window_sec)
+        self.buffer: deque[dict[str, Any]] = deque()
+        self.in_flight = 0
+        self.stopped_reason: str | None = None
+        self.state = "starting"
+        self.started_at = time.time()
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._closing = False
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    # --- intake (sync, called from the proxy for every exchange) ----------------
+    def submit(self, event: dict[str, Any]) -> None:
+        now = time.time()
+        self.counters.seen(now)
+        if not self.options.ships:
+            event_log.info("%s", json.dumps(event, separators=(",", ":")))
+            return
+        admitted, first_drop = self.throttle.admit(now)
+        if not admitted:
+            self.counters.dropped["throttled"] += 1
+            if first_drop:
+                self._enqueue(self._throttle_event())
+            return
+        self._enqueue(event)
+
+    def _throttle_event(self) -> dict[str, Any]:
+        limit, window = self.throttle.limit, self.throttle.window_sec
+        return policy_event(
+            "ingest_throttled",
+            f"more than {limit} events in {window:g}s: "
+            "the excess is dropped and counted until the window ends",
+            limit=limit,
+            window_sec=window,
+        )
+
+    def _enqueue(self, event: dict[str, Any]) -> None:
+        if self.stopped_reason:
+            self.counters.dropped[self.stopped_reason] += 1
+            return
+        if len(self.buffer) + self.in_flight >= self.options.buffer_max_events:
+            self.counters.dropped["buffer_full"] += 1
+            return
+        self.buffer.append(event)
+        self._drained.clear()
+        self._wake.set()
+        if len(self.buffer) >= self.options.batch_max_events:
+            self._full.set()
+
+    @property
+    def queued(self) -> int:
+        return len(self.buffer) + self.in_flight
+
+    # --- the batch loop -----------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            if not self._closing and len(self.buffer) < self.options.batch_max_events:
+                try:
+                    async with asyncio.timeout(self.options.batch_flush_ms / 1000):
+                        await self._full.wait()
+                except TimeoutError:
+                    pass
+            await self._ship_one_batch()
+
+    async def _ship_one_batch(self) -> None:
+        size = min(len(self.buffer), self.options.batch_max_events)
+        events = [self.buffer.popleft() for _ in range(size)]
+        if len(self.buffer) < self.options.batch_max_events:
+            self._full.clear()
+        if not self.buffer:
+            self._wake.clear()
+        if not events:
+            return
+        self.in_flight = len(events)
+        try:
+            await self._deliver(events)
+        finally:
+            self.in_flight = 0
+            if not self.buffer:
+                self._drained.set()
+
+    async def _deliver(self, events: list[dict[str, Any]]) -> None:
+        body = {
+            "project_id": self.options.project_id,
+            "run_id": None,
+            "sidecar_version": __version__,
+            "batch_id": str(uuid.uuid4()),
+            "events": events,
+        }
+        attempt = 0
+        while True:
+            delay = await self._attempt(body, len(events), attempt)
+            if delay is None:
+                return
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _attempt(self, body: dict[str, Any], count: int, attempt: int) -> float | None:
+        """One POST; returns the delay before retrying, or None when done with it."""
+        url = f"{self.options.ingest_url}/api/ingest/events"
+        try:
+            response = await self.client.post(url, json=body, headers=self._auth())
+        except httpx.HTTPError as exc:
+            return self._retry_later(f"ingest unreachable: {type(exc).__name__}", attempt)
+        status = response.status_code
+        if 200 <= status < 300:
+            self._accepted(response, count)
+            return None
+        if status in (401, 403):
+            self._stop("auth_rejected", status, count)
+            return None
+        if status == 429:
+            self.counters.ingest_failures += 1
+            self.state = "throttled_by_api"
+            return _retry_after(response) or _backoff(attempt)
+        if status in (400, 413, 422):
+            self.counters.dropped["rejected_by_api"] += count
+            log.error("ingest refused a batch of %d events (%d): %s", count, status, response.text[:300])  # fmt: skip
+            return None
+        return self._retry_later(f"ingest answered {status}", attempt)
+
+    def _auth(self) -> dict[str, str]:
+        return {"X-Sidecar-Token": self.options.token or ""}
+
+    def _accepted(self, response: httpx.Response, count: int) -> None:
+        try:
+            answer = response.json()
+            accepted, dropped = int(answer.get("accepted", count)), int(answer.get("dropped", 0))
+        except (ValueError, AttributeError, TypeError):
+            accepted, dropped = count, 0
+        self.counters.sent += accepted
+        self.counters.batches_sent += 1
+        if dropped:
+            self.counters.dropped["dropped_by_api"] += dropped
+        if self.state != "ok":
+            log.info("shipping events to %s", self.options.ingest_url)
+        self.state = "ok"
+
+    def _retry_later(self, why: str, attempt: int) -> float:
+        self.counters.ingest_failures += 1
+        if self.state != "retrying":
+            log.warning("%s; events are buffered (%d queued) and retried", why, self.queued)
+        self.state = "retrying"
+        return _backoff(attempt)
+
+    def _stop(self, reason: str, status: int, count: int) -> None:
+        """The token was refused: stop shipping for good, keep proxying."""
+        self.stopped_reason = reason
+        self.state = f"stopped:{reason}"
+        self.counters.dropped[reason] += count + len(self.buffer)
+        self.buffer.clear()
+        self._wake.clear()
+        self._drained.set()
+        log.error(
+            "ingest API refused the sidecar token (%d): event shipping STOPPED; the proxy keeps "
+            "serving. Check SIDECAR_TOKEN (it may be revoked) and restart the sidecar.",
+            status,
+        )
+
+    # --- heartbeat ------------------------------------------------------------------
+    def heartbeat_body(self) -> dict[str, Any]:
+        now = time.time()
+        c = self.counters
+        return {
+            "sidecar_version": __version__,
+            "project_id": self.options.project_id,
+            "started_at": self.started_at,
+            "uptime_sec": round(now - self.started_at, 3),
+            "state": self.state,
+            "counters": {
+                "sent": c.sent,
+                "batches_sent": c.batches_sent,
+                "queued": self.queued,
+                "dropped": dict(c.dropped),
+                "dropped_total": sum(c.dropped.values()),
+                "events_per_minute": c.events_per_minute(now),
+                "ingest_failures": c.ingest_failures,
+            },
+        }
+
+    async def heartbeat_once(self) -> bool:
+        url = f"{self.options.ingest_url}/api/projects/{self.options.project_id}/sidecar/heartbeat"
+        try:
+            response = await self.client.post(url, json=self.heartbeat_body(), headers=self._auth())
+        except httpx.HTTPError as exc:
+            log.debug("heartbeat failed: %s", type(exc).__name__)
+            return False
+        if response.status_code in (401, 403):
+            log.error("heartbeat refused (%d): check SIDECAR_TOKEN", response.status_code)
+        return response.is_success
+
+    async def heartbeat_loop(self) -> None:
+        while True:
+            await self.heartbeat_once()
+            await asyncio.sleep(self.options.heartbeat_interval)
+
+    # --- shutdown -------------------------------------------------------------------
+    async def drain(self, within: float) -> None:
+        """Flush what is buffered within ``within`` s; count the rest as dropped."""
+        self._closing = True
+        self._full.set()
+        try:
+            async with asyncio.timeout(within):
+                await self._drained.wait()
+        except TimeoutError:
+            pass
+        if self.queued:
+            self.counters.dropped["shutdown"] += self.queued
+            log.warning("shutdown: %d events could not be delivered in time", self.queued)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _backoff(attempt: int) -> float:
+    ceiling = min(RETRY_MAX_SEC, RETRY_BASE_SEC * 2**attempt)
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "").strip()
+    try:
+        return min(max(float(value), 0.0), RETRY_AFTER_MAX_SEC)
+    except ValueError:
+        return None
