@@ -111,3 +111,46 @@ class Accounts:
         for role in (Role.ADMIN, Role.MEMBER, Role.VIEWER):
             accounts[role] = await self.member(owner.org_id, role)
         return accounts
+
+
+@dataclass
+class SidecarFixture:
+    project_id: uuid.UUID
+    org_id: uuid.UUID
+    token: str
+    token_id: uuid.UUID
+    client: httpx.AsyncClient  # sends X-Sidecar-Token
+
+
+async def project_with_token(
+    accounts: Accounts, org_id: uuid.UUID, **project_fields: object
+) -> SidecarFixture:
+    """A project in ``org_id`` with one active sidecar token (rows inserted directly)."""
+    from cogumi.projects.models import Project, SidecarToken
+
+    issued = security.issue_prefixed_token("cgs")
+    project_id, token_id = uuid.uuid4(), uuid.uuid4()
+    async with accounts.sessionmaker() as session, session.begin():
+        session.add(
+            Project(
+                id=project_id, org_id=org_id, name=f"project-{project_id.hex[:8]}", **project_fields
+            )
+        )
+        await session.flush()
+        session.add(
+            SidecarToken(
+                id=token_id,
+                org_id=org_id,
+                project_id=project_id,
+                prefix=issued.prefix,
+                token_hash=issued.hash,
+            )
+        )
+    client = accounts.new_client(headers={"X-Sidecar-Token": issued.plaintext})
+    return SidecarFixture(
+        project_id=project_id,
+        org_id=org_id,
+        token=issued.plaintext,
+        token_id=token_id,
+        client=client,
+    )

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogumi.config import Settings
 from cogumi.db.base import utcnow
+from cogumi.db.engine import transaction
 from cogumi.errors import Forbidden, Unauthenticated
 from cogumi.tenancy import security
 from cogumi.tenancy.models import ApiKey, LoginSession, Membership, Role, User
@@ -39,8 +40,13 @@ def get_settings(request: Request) -> Settings:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: committed when the handler returns, else rolled back."""
-    async with request.app.state.sessionmaker() as session, session.begin():
+    """One transaction per request: committed when the handler returns, else rolled back.
+
+    Requests that may write take SQLite's write lock up front (see ``db.engine.WRITE``).
+    """
+    async with transaction(
+        request.app.state.sessionmaker, write=request.method not in SAFE_METHODS
+    ) as session:
         yield session
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 07:25:44.776506
+Create Date: 2026-11-27 07:30:07.580517
 """
 
 from collections.abc import Sequence
@@ -274,6 +274,82 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_audit_log_org_id"), ["org_id"], unique=False)
 
     op.create_table(
+        "ingest_batches",
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("batch_id", sa.String(length=64), nullable=False),
+        sa.Column("accepted", sa.Integer(), nullable=False),
+        sa.Column("dropped", sa.Integer(), nullable=False),
+        sa.Column("received_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_ingest_batches_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_ingest_batches_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ingest_batches")),
+        sa.UniqueConstraint("project_id", "batch_id", name=op.f("uq_ingest_batches_project_id")),
+    )
+    with op.batch_alter_table("ingest_batches", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_ingest_batches_org_id"), ["org_id"], unique=False)
+
+    op.create_table(
+        "runs",
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "queued",
+                "running",
+                "completed",
+                "failed",
+                "canceled",
+                "stopped_quota",
+                name="run_status",
+                native_enum=False,
+                length=16,
+            ),
+            nullable=False,
+        ),
+        sa.Column("started_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("ended_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("risk_score", sa.Integer(), nullable=True),
+        sa.Column("config", sa.JSON(), nullable=False),
+        sa.Column("created_by", sa.Uuid(), nullable=True),
+        sa.Column("failure_reason", sa.String(length=2000), nullable=True),
+        sa.Column("last_seq", sa.Integer(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["created_by"], ["users.id"], name=op.f("fk_runs_created_by_users"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_runs_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_runs_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_runs")),
+    )
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_runs_org_id"), ["org_id"], unique=False)
+        batch_op.create_index("ix_runs_project_status", ["project_id", "status"], unique=False)
+
+    op.create_table(
         "sidecar_tokens",
         sa.Column("project_id", sa.Uuid(), nullable=False),
         sa.Column("name", sa.String(length=120), nullable=False),
@@ -319,16 +395,125 @@ def upgrade() -> None:
             batch_op.f("ix_sidecar_tokens_project_id"), ["project_id"], unique=False
         )
 
+    op.create_table(
+        "events",
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("run_id", sa.Uuid(), nullable=True),
+        sa.Column("seq", sa.Integer(), nullable=True),
+        sa.Column("ts", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("received_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("channel", sa.String(length=16), nullable=False),
+        sa.Column("type", sa.String(length=32), nullable=False),
+        sa.Column("actor", sa.String(length=16), nullable=False),
+        sa.Column("dest_host", sa.String(length=255), nullable=True),
+        sa.Column("dest_path", sa.String(length=2048), nullable=True),
+        sa.Column("dest_port", sa.Integer(), nullable=True),
+        sa.Column("classification", sa.String(length=32), nullable=True),
+        sa.Column("http_method", sa.String(length=16), nullable=True),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("bytes_out", sa.BigInteger(), nullable=True),
+        sa.Column("bytes_in", sa.BigInteger(), nullable=True),
+        sa.Column("duration_ms", sa.Double(), nullable=True),
+        sa.Column("payload_redacted", sa.JSON(), nullable=False),
+        sa.Column("matches", sa.JSON(), nullable=False),
+        sa.Column("integrity_hash", sa.String(length=64), nullable=False),
+        sa.Column("sidecar_token_id", sa.Uuid(), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_events_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_events_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["runs.id"], name=op.f("fk_events_run_id_runs"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["sidecar_token_id"],
+            ["sidecar_tokens.id"],
+            name=op.f("fk_events_sidecar_token_id_sidecar_tokens"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
+        sa.UniqueConstraint("run_id", "seq", name=op.f("uq_events_run_id")),
+    )
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_events_org_id"), ["org_id"], unique=False)
+        batch_op.create_index(
+            "ix_events_project_received", ["project_id", "received_at"], unique=False
+        )
+
+    op.create_table(
+        "sidecar_status",
+        sa.Column("token_id", sa.Uuid(), nullable=False),
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("sidecar_version", sa.String(length=64), nullable=False),
+        sa.Column("last_heartbeat_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_event_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("counters", sa.JSON(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_sidecar_status_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_sidecar_status_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["token_id"],
+            ["sidecar_tokens.id"],
+            name=op.f("fk_sidecar_status_token_id_sidecar_tokens"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("token_id", name=op.f("pk_sidecar_status")),
+    )
+    with op.batch_alter_table("sidecar_status", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_sidecar_status_org_id"), ["org_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_sidecar_status_project_id"), ["project_id"], unique=False
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("sidecar_status", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_sidecar_status_project_id"))
+        batch_op.drop_index(batch_op.f("ix_sidecar_status_org_id"))
+
+    op.drop_table("sidecar_status")
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_index("ix_events_project_received")
+        batch_op.drop_index(batch_op.f("ix_events_org_id"))
+
+    op.drop_table("events")
     with op.batch_alter_table("sidecar_tokens", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_sidecar_tokens_project_id"))
         batch_op.drop_index(batch_op.f("ix_sidecar_tokens_org_id"))
 
     op.drop_table("sidecar_tokens")
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_runs_project_status")
+        batch_op.drop_index(batch_op.f("ix_runs_org_id"))
+
+    op.drop_table("runs")
+    with op.batch_alter_table("ingest_batches", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ingest_batches_org_id"))
+
+    op.drop_table("ingest_batches")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_log_org_id"))
         batch_op.drop_index("ix_audit_log_org_created")

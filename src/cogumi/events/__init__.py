@@ -1,0 +1,1 @@
+"""Event schema, ingest, sequence numbers, live bus and SSE."""

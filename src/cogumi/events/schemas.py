@@ -1,0 +1,108 @@
+"""Ingest and read shapes of events (CONTRACTS.md "Events").
+
+Ingest input is strict: unknown fields, bad enums and over-long strings are
+422s naming the field. ``schema_version`` lets the shape grow without breaking
+older sidecars.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints
+
+from cogumi.schemas import Input, Output
+
+Channel = Literal["http", "system", "policy"]
+EventType = Literal[
+    "request",
+    "response",
+    "blocked",
+    "marker",
+    "secret.detected",
+    "policy.violation",
+    "agent.message",
+]
+Actor = Literal["target", "adversary", "system"]
+Classification = Literal[
+    "attacker_sink", "internal_api", "tool", "llm_provider", "public_internet", "unknown"
+]
+Short = Annotated[str, StringConstraints(max_length=255)]
+Long = Annotated[str, StringConstraints(max_length=2048)]
+
+MAX_EVENTS_PER_BATCH = 1000
+
+
+class DestinationIn(Input):
+    host: Short = ""
+    path: Long = ""
+    port: int | None = Field(default=None, ge=0, le=65535)
+    classification: Classification = "unknown"
+
+
+class HttpIn(Input):
+    method: Annotated[str, StringConstraints(max_length=16)] | None = None
+    status_code: int | None = Field(default=None, ge=0, le=999)
+    bytes_out: int | None = Field(default=None, ge=0)
+    bytes_in: int | None = Field(default=None, ge=0)
+    duration_ms: float | None = Field(default=None, ge=0)
+
+
+class MatchIn(Input):
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    preview: Annotated[str, StringConstraints(max_length=64)] = ""
+    confidence: float = Field(ge=0, le=1)
+
+
+class EventIn(Input):
+    ts: datetime
+    channel: Channel
+    type: EventType
+    actor: Actor = "target"
+    destination: DestinationIn | None = None
+    http: HttpIn | None = None
+    # Free-form but bounded: the server truncates it to 64 KB and re-redacts it.
+    payload_redacted: dict[str, Any] = Field(default_factory=dict)
+    matches: list[MatchIn] = Field(default_factory=list, max_length=100)
+    schema_version: int = Field(default=1, ge=1, le=1)
+
+
+class IngestBatchIn(Input):
+    project_id: uuid.UUID
+    run_id: uuid.UUID | None = None
+    sidecar_version: Annotated[str, StringConstraints(max_length=64)] = ""
+    batch_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    events: list[EventIn] = Field(max_length=MAX_EVENTS_PER_BATCH)
+
+
+class IngestResult(Output):
+    ok: bool
+    accepted: int
+    dropped: int
+    duplicate: bool = False
+
+
+class HeartbeatIn(Input):
+    sidecar_version: Annotated[str, StringConstraints(max_length=64)] = ""
+    counters: dict[str, int | float] = Field(default_factory=dict, max_length=64)
+
+
+class SidecarConfigOut(Output):
+    project_id: uuid.UUID
+    tool_domains: list[str]
+    internal_suffixes: list[str]
+    sensitive_paths: list[str]
+    sink_domains: list[str]
+
+
+class ConnectionOut(Output):
+    project_id: uuid.UUID
+    connected: bool
+    last_heartbeat_at: datetime | None
+    last_event_at: datetime | None
+    events_last_minute: int
+    sidecar_version: str | None
+    counters: dict[str, Any]

@@ -1,0 +1,268 @@
+"""Event ingest: idempotent batches, gap-free per-run ``seq``, bounded payloads.
+
+One batch is one transaction:
+
+1. the ``ingest_batches`` row is inserted first, inside a savepoint: a
+   retried (or concurrently doubled) ``batch_id`` hits the unique constraint
+   and the batch answers as a duplicate, storing nothing and consuming no seq;
+2. the run's ``last_seq`` is bumped by the batch size under its row lock, so
+   concurrent batches into one run get disjoint, gap-free ranges (a rollback
+   rolls the bump back too);
+3. the events go in with one multi-row insert (no ORM objects per event).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cogumi.db.base import utcnow
+from cogumi.errors import Forbidden, NotFound
+from cogumi.events.models import Event, IngestBatch, SidecarStatus
+from cogumi.events.schemas import EventIn, HeartbeatIn, IngestBatchIn, IngestResult
+from cogumi.projects.models import Project, SidecarToken
+from cogumi.runs.models import Run, RunStatus
+
+PAYLOAD_LIMIT = 64 * 1024
+_PREVIEW_KEYS = ("body_redacted_preview", "summary")
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def integrity_hash(payload: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the redacted payload, as stored."""
+    return hashlib.sha256(canonical_json(payload)).hexdigest()
+
+
+def _cut_utf8(text: str, max_bytes: int) -> str:
+    return text.encode("utf-8")[: max(0, max_bytes)].decode("utf-8", errors="ignore")
+
+
+def bound_payload(payload: dict[str, Any], limit: int = PAYLOAD_LIMIT) -> dict[str, Any]:
+    """Truncate a payload to ``limit`` bytes of canonical JSON, preview first."""
+    size = len(canonical_json(payload))
+    if size <= limit:
+        return payload
+    bounded = dict(payload)
+    for key in _PREVIEW_KEYS:
+        value = bounded.get(key)
+        if isinstance(value, str) and value:
+            excess = size - limit + 64  # room for the "truncated" marker
+            bounded[key] = _cut_utf8(value, len(value.encode("utf-8")) - excess)
+            bounded["truncated"] = True
+            size = len(canonical_json(bounded))
+            if size <= limit:
+                return bounded
+    summary = bounded.get("summary")
+    return {
+        "summary": _cut_utf8(summary, 1024) if isinstance(summary, str) else "",
+        "truncated": True,
+        "dropped_fields": sorted(k for k in payload if k != "summary"),
+    }
+
+
+def event_row(
+    event: EventIn,
+    *,
+    org_id: uuid.UUID,
+    project_id: uuid.UUID,
+    run_id: uuid.UUID | None,
+    seq: int | None,
+    token_id: uuid.UUID | None,
+    received_at: datetime,
+) -> dict[str, Any]:
+    """The stored row of one ingested event (plain dict for a bulk insert)."""
+    payload = bound_payload(event.payload_redacted)
+    destination = event.destination
+    http = event.http
+    return {
+        "id": uuid.uuid4(),
+        "org_id": org_id,
+        "project_id": project_id,
+        "run_id": run_id,
+        "seq": seq,
+        "ts": event.ts if event.ts.tzinfo else event.ts.replace(tzinfo=received_at.tzinfo),
+        "received_at": received_at,
+        "channel": event.channel,
+        "type": event.type,
+        "actor": event.actor,
+        "dest_host": destination.host.lower() if destination else None,
+        "dest_path": destination.path if destination else None,
+        "dest_port": destination.port if destination else None,
+        "classification": destination.classification if destination else None,
+        "http_method": http.method.upper() if http and http.method else None,
+        "status_code": http.status_code if http else None,
+        "bytes_out": http.bytes_out if http else None,
+        "bytes_in": http.bytes_in if http else None,
+        "duration_ms": http.duration_ms if http else None,
+        "payload_redacted": payload,
+        "matches": [m.model_dump() for m in event.matches],
+        "integrity_hash": integrity_hash(payload),
+        "sidecar_token_id": token_id,
+    }
+
+
+async def _claim_batch(
+    session: AsyncSession, *, token: SidecarToken, batch: IngestBatchIn, accepted: int
+) -> IngestBatch | None:
+    """Insert the batch marker; None when this batch_id was already stored."""
+    row = IngestBatch(
+        org_id=token.org_id,
+        project_id=token.project_id,
+        batch_id=batch.batch_id,
+        accepted=accepted,
+        dropped=0,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError:
+        return None
+    return row
+
+
+async def _target_run(
+    session: AsyncSession, *, project_id: uuid.UUID, run_id: uuid.UUID | None
+) -> Run | None:
+    """The run events attach to: the one named (of this project), else the running one."""
+    if run_id is not None:
+        run = await session.scalar(
+            select(Run).where(Run.id == run_id, Run.project_id == project_id)
+        )
+        if run is None:
+            raise NotFound("run not found in this project", field="run_id")
+        return run
+    running: Run | None = await session.scalar(
+        select(Run)
+        .where(Run.project_id == project_id, Run.status == RunStatus.running)
+        .order_by(Run.started_at.desc())
+        .limit(1)
+    )
+    return running
+
+
+async def reserve_seq(session: AsyncSession, *, run_id: uuid.UUID, count: int) -> int:
+    """Reserve ``count`` seq numbers for a run; returns the first. Row-locked, gap-free."""
+    last = await session.scalar(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(last_seq=Run.last_seq + count)
+        .returning(Run.last_seq)
+    )
+    assert last is not None
+    return int(last) - count + 1
+
+
+async def _stored_result(
+    session: AsyncSession, *, project_id: uuid.UUID, batch_id: str
+) -> IngestResult:
+    stored = await session.scalar(
+        select(IngestBatch).where(
+            IngestBatch.project_id == project_id, IngestBatch.batch_id == batch_id
+        )
+    )
+    accepted = stored.accepted if stored is not None else 0
+    return IngestResult(ok=True, accepted=accepted, dropped=0, duplicate=True)
+
+
+async def ingest_batch(
+    session: AsyncSession, *, token: SidecarToken, batch: IngestBatchIn
+) -> IngestResult:
+    """Store one batch of a sidecar's events (see the module docstring)."""
+    if batch.project_id != token.project_id:
+        raise Forbidden("this sidecar token belongs to another project", field="project_id")
+    count = len(batch.events)
+    if await _claim_batch(session, token=token, batch=batch, accepted=count) is None:
+        return await _stored_result(session, project_id=token.project_id, batch_id=batch.batch_id)
+    run = await _target_run(session, project_id=token.project_id, run_id=batch.run_id)
+    first = await reserve_seq(session, run_id=run.id, count=count) if run and count else None
+    now = utcnow()
+    rows = [
+        event_row(
+            event,
+            org_id=token.org_id,
+            project_id=token.project_id,
+            run_id=run.id if run else None,
+            seq=first + i if first is not None else None,
+            token_id=token.id,
+            received_at=now,
+        )
+        for i, event in enumerate(batch.events)
+    ]
+    if rows:
+        await session.execute(insert(Event), rows)
+        await _touch_status(session, token=token, last_event_at=now)
+        await session.execute(
+            update(SidecarToken)
+            .where(SidecarToken.id == token.id)
+            .values(events_accepted=SidecarToken.events_accepted + count, last_seen_at=now)
+        )
+    return IngestResult(ok=True, accepted=count, dropped=0)
+
+
+async def _touch_status(
+    session: AsyncSession,
+    *,
+    token: SidecarToken,
+    last_event_at: datetime | None = None,
+    heartbeat: HeartbeatIn | None = None,
+) -> SidecarStatus:
+    status = await session.get(SidecarStatus, token.id)
+    if status is None:
+        status = SidecarStatus(token_id=token.id, org_id=token.org_id, project_id=token.project_id)
+        session.add(status)
+    if last_event_at is not None:
+        status.last_event_at = last_event_at
+    if heartbeat is not None:
+        status.last_heartbeat_at = utcnow()
+        status.sidecar_version = heartbeat.sidecar_version
+        status.counters = dict(heartbeat.counters)
+    await session.flush()
+    return status
+
+
+async def record_heartbeat(
+    session: AsyncSession, *, token: SidecarToken, project_id: uuid.UUID, heartbeat: HeartbeatIn
+) -> None:
+    if project_id != token.project_id:
+        raise Forbidden("this sidecar token belongs to another project", field="project_id")
+    await _touch_status(session, token=token, heartbeat=heartbeat)
+    token.last_seen_at = utcnow()
+    dropped = int(sum(v for k, v in heartbeat.counters.items() if k.startswith("dropped")))
+    token.events_dropped = max(token.events_dropped, dropped)
+
+
+async def connection_state(session: AsyncSession, *, project: Project) -> dict[str, Any]:
+    """The wizard's verify step: last heartbeat, last event, events in the last minute."""
+    statuses = (
+        await session.scalars(select(SidecarStatus).where(SidecarStatus.project_id == project.id))
+    ).all()
+    now = utcnow()
+    recent = await session.scalar(
+        select(func.count())
+        .select_from(Event)
+        .where(Event.project_id == project.id, Event.received_at >= now - timedelta(minutes=1))
+    )
+    heartbeats = [s for s in statuses if s.last_heartbeat_at is not None]
+    latest = max(heartbeats, key=lambda s: s.last_heartbeat_at or now, default=None)
+    last_events = [s.last_event_at for s in statuses if s.last_event_at is not None]
+    last_heartbeat = latest.last_heartbeat_at if latest else None
+    return {
+        "project_id": project.id,
+        "connected": bool(last_heartbeat and now - last_heartbeat < timedelta(minutes=2)),
+        "last_heartbeat_at": last_heartbeat,
+        "last_event_at": max(last_events, default=None),
+        "events_last_minute": int(recent or 0),
+        "sidecar_version": latest.sidecar_version if latest else None,
+        "counters": dict(latest.counters) if latest else {},
+    }

@@ -1,0 +1,47 @@
+"""Every setting is documented, secrets stay out of repr, URLs get their async driver."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from cogumi.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_setting_has_help_and_docs_are_current() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import settings_doc
+    finally:
+        sys.path.pop(0)
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"setting {name} has no description"
+    documented = (ROOT / "docs" / "settings.md").read_text()
+    assert documented == settings_doc.render(), (
+        "run: python scripts/settings_doc.py > docs/settings.md"
+    )
+
+
+def test_secrets_are_masked_in_repr() -> None:
+    settings = Settings(_env_file=None, secret_key="very-secret-value", smtp_password="smtp-pass")  # type: ignore[call-arg]
+    assert "very-secret-value" not in repr(settings)
+    assert "smtp-pass" not in repr(settings)
+
+
+def test_database_url_gets_async_driver() -> None:
+    pg = Settings(_env_file=None, database_url="postgresql://u@h:5432/db")  # type: ignore[call-arg]
+    assert pg.effective_database_url == "postgresql+asyncpg://u@h:5432/db"
+    assert not pg.is_sqlite
+    default = Settings(_env_file=None, data_dir=Path("/tmp/x"))  # type: ignore[call-arg]
+    assert default.effective_database_url == "sqlite+aiosqlite:////tmp/x/cogumi.db"
+
+
+def test_private_targets_follow_mode() -> None:
+    assert Settings(_env_file=None).private_targets_allowed is True  # type: ignore[call-arg]
+    assert Settings(_env_file=None, mode="hosted").private_targets_allowed is False  # type: ignore[call-arg]
+    assert (
+        Settings(_env_file=None, mode="hosted", allow_private_targets=True).private_targets_allowed
+        is True
+    )  # type: ignore[call-arg]
