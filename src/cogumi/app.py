@@ -13,6 +13,7 @@ from cogumi.db.engine import make_engine, make_sessionmaker
 from cogumi.errors import install_error_handlers, install_integrity_handler
 from cogumi.middleware import BodyLimitMiddleware
 from cogumi.tenancy.deps import get_principal
+from cogumi.tenancy.ratelimit import make_rate_limiter
 
 
 def api_routers() -> list[APIRouter]:
@@ -32,9 +33,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.effective_database_url)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.rate_limiter = make_rate_limiter(settings)
         try:
             yield
         finally:
+            await app.state.rate_limiter.close()
             await engine.dispose()
 
     app = FastAPI(

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         default=None,
         description="Redis URL for shared rate limits, queue and live bus in scale-out mode.",
     )
+    redis_key_prefix: str = Field(
+        default="cogumi:",
+        description="Prefix of every Redis key this deployment writes (lets several "
+        "deployments share one Redis).",
+    )
     host: str = Field(default="127.0.0.1", description="Address `cogumi serve` binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `cogumi serve` binds to.")
     public_url: str | None = Field(

@@ -1,77 +1,43 @@
-"""Tenancy API: account, sessions, current user. Thin: parse, call a service, map."""
+"""Tenancy API: account, sessions, current user. Thin: parse, call a service, map.
+
+The other tenancy routers (orgs and members, invitations, API keys, audit)
+live beside this module and are listed once in :data:`routers` at the bottom.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from fastapi import APIRouter, Request, Response, status
 
-from cogumi.tenancy import security, service
-from cogumi.tenancy.deps import (
-    CSRF_COOKIE,
-    SESSION_COOKIE,
-    AppSettings,
-    CurrentPrincipal,
-    DbSession,
-)
+from cogumi.errors import Unauthenticated
+from cogumi.tenancy import routes_audit, routes_invitations, routes_keys, routes_orgs, service
+from cogumi.tenancy.cookies import clear_login_cookies, client_ip, set_login_cookies
+from cogumi.tenancy.deps import AppSettings, CurrentPrincipal, DbSession
 from cogumi.tenancy.models import Role
+from cogumi.tenancy.ratelimit import RateLimiter, check_auth_attempt
+from cogumi.tenancy.routes_orgs import me_out
 from cogumi.tenancy.schemas import LoginIn, MeOut, OrgOut, RegisterIn, UserOut
+
+__all__ = ["client_ip", "me_out", "routers", "set_login_cookies"]
 
 auth_router = APIRouter(prefix="/auth", tags=["auth"])
 me_router = APIRouter(tags=["auth"])
 
-
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else ""
-
-
-def set_login_cookies(response: Response, token: str, settings: AppSettings) -> str:
-    """Session cookie (HttpOnly, SameSite=Lax) and the readable CSRF cookie."""
-    max_age = settings.session_ttl_hours * 3600
-    csrf = security.csrf_token(token, settings.resolved_secret_key())
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=max_age,
-        httponly=True,
-        samesite="lax",
-        secure=settings.cookie_secure,
-        path="/",
-    )
-    response.set_cookie(
-        CSRF_COOKIE,
-        csrf,
-        max_age=max_age,
-        httponly=False,
-        samesite="lax",
-        secure=settings.cookie_secure,
-        path="/",
-    )
-    return csrf
+_RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Too many attempts from this address or for this email."}
+}
 
 
-async def _me(session: DbSession, principal: CurrentPrincipal, settings: AppSettings) -> MeOut:
-    if principal.user is None:
-        return MeOut(
-            user=None,
-            api_key_prefix=principal.api_key.prefix if principal.api_key else None,
-            current_org=None,
-            orgs=[],
-        )
-    orgs = [
-        OrgOut(id=o.id, name=o.name, role=r)
-        for o, r in await service.orgs_of(session, principal.user.id)
-    ]
-    current = next((o for o in orgs if o.id == principal.org_id), None)
-    csrf = (
-        security.csrf_token(principal.session_token, settings.resolved_secret_key())
-        if principal.session_token
-        else None
-    )
-    return MeOut(
-        user=UserOut.model_validate(principal.user), current_org=current, orgs=orgs, csrf_token=csrf
-    )
+async def _limit(request: Request, settings: AppSettings, email: str) -> None:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    await check_auth_attempt(limiter, settings, ip=client_ip(request), email=email)
 
 
-@auth_router.post("/register", status_code=status.HTTP_201_CREATED, response_model=MeOut)
+@auth_router.post(
+    "/register", status_code=status.HTTP_201_CREATED, response_model=MeOut, responses=_RATE_LIMITED
+)
 async def register(
     body: RegisterIn,
     request: Request,
@@ -80,6 +46,7 @@ async def register(
     settings: AppSettings,
 ) -> MeOut:
     """Create an account and its first organisation (you become its OWNER); signs you in."""
+    await _limit(request, settings, body.email)
     user, org = await service.register(
         session,
         email=body.email,
@@ -88,8 +55,6 @@ async def register(
         org_name=body.org_name,
         ip=client_ip(request),
     )
-    from datetime import timedelta
-
     token = await service.start_session(
         session,
         user=user,
@@ -106,7 +71,7 @@ async def register(
     )
 
 
-@auth_router.post("/login", response_model=MeOut)
+@auth_router.post("/login", response_model=MeOut, responses=_RATE_LIMITED)
 async def login(
     body: LoginIn,
     request: Request,
@@ -115,13 +80,14 @@ async def login(
     settings: AppSettings,
 ) -> MeOut:
     """Sign in with email and password; sets the session and CSRF cookies."""
-    from datetime import timedelta
-
+    await _limit(request, settings, body.email)
     user = await service.authenticate(session, email=body.email, password=body.password)
+    current_id = await service.first_org_id(session, user.id)
     token = await service.start_session(
         session,
         user=user,
         ttl=timedelta(hours=settings.session_ttl_hours),
+        org_id=current_id,
         user_agent=request.headers.get("user-agent", ""),
     )
     csrf = set_login_cookies(response, token, settings)
@@ -130,20 +96,39 @@ async def login(
     ]
     return MeOut(
         user=UserOut.model_validate(user),
-        current_org=orgs[0] if orgs else None,
+        current_org=next((o for o in orgs if o.id == current_id), None),
         orgs=orgs,
         csrf_token=csrf,
     )
 
 
+@auth_router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(
+    response: Response, session: DbSession, principal: CurrentPrincipal, settings: AppSettings
+) -> None:
+    """End this browser session: the server-side session is deleted and both cookies cleared.
+
+    Safe to call when already signed out. API keys have no session; revoke the key instead.
+    """
+    if principal.session_token is not None:
+        await service.end_session(session, principal.session_token)
+    clear_login_cookies(response, settings)
+
+
 @me_router.get("/me", response_model=MeOut)
 async def me(session: DbSession, principal: CurrentPrincipal, settings: AppSettings) -> MeOut:
     """Who you are, your current org and role, every org you belong to."""
-    from cogumi.errors import Unauthenticated
-
     if not principal.authenticated:
         raise Unauthenticated("sign in or send an API key")
-    return await _me(session, principal, settings)
+    return await me_out(session, principal, settings)
 
 
-routers = [auth_router, me_router]
+routers = [
+    auth_router,
+    me_router,
+    routes_orgs.orgs_router,
+    routes_orgs.members_router,
+    routes_invitations.router,
+    routes_keys.router,
+    routes_audit.router,
+]

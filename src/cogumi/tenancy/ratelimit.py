@@ -1,0 +1,117 @@
+"""Fixed-window rate limits for sign-in and sign-up.
+
+Two backends share one small interface and are chosen once at app start:
+in-process counters for the embedded mode (one server process), and Redis
+(``INCR`` + ``EXPIRE``) when several ``serve`` processes stand behind a load
+balancer and must share one count. Windows are aligned to wall-clock
+multiples of the window length, so every process agrees on when one ends.
+
+Keys never hold an email address in clear: it is hashed first, so a Redis
+dump does not list who tried to sign in.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from cogumi.config import Settings
+from cogumi.errors import TooManyRequests
+from cogumi.tenancy import security
+
+_PURGE_AT = 10_000
+
+
+class RateLimiter(Protocol):
+    async def hit(self, key: str, *, limit: int, window_sec: int) -> int | None:
+        """Count one attempt on ``key``; seconds to wait if it went over ``limit``, else None."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _window(now: float, window_sec: int) -> tuple[int, int]:
+    """The current window's index and the whole seconds left until it ends (at least 1)."""
+    index = int(now // window_sec)
+    left = math.ceil((index + 1) * window_sec - now)
+    return index, max(1, left)
+
+
+class MemoryRateLimiter:
+    """Counters in this process only: right for the embedded mode, wrong behind a balancer."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._counts: dict[str, tuple[int, int]] = {}
+
+    async def hit(self, key: str, *, limit: int, window_sec: int) -> int | None:
+        index, left = _window(self._clock(), window_sec)
+        if len(self._counts) >= _PURGE_AT:
+            self._purge(index)
+        seen_index, count = self._counts.get(key, (index, 0))
+        count = count + 1 if seen_index == index else 1
+        self._counts[key] = (index, count)
+        return left if count > limit else None
+
+    def _purge(self, index: int) -> None:
+        """Drop counters of finished windows so memory stays bounded."""
+        self._counts = {k: v for k, v in self._counts.items() if v[0] >= index}
+
+    async def close(self) -> None:
+        self._counts.clear()
+
+
+class RedisRateLimiter:
+    """Counters in Redis, shared by every process that uses the same URL and prefix."""
+
+    def __init__(self, url: str, *, prefix: str = "cogumi:") -> None:
+        self._redis: Redis = Redis.from_url(url)
+        self._prefix = prefix
+
+    async def hit(self, key: str, *, limit: int, window_sec: int) -> int | None:
+        index, left = _window(time.time(), window_sec)
+        name = f"{self._prefix}rl:{key}:{index}"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(name)
+            pipe.expire(name, left + 1)
+            count, _ = await pipe.execute()
+        return left if int(count) > limit else None
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def make_rate_limiter(settings: Settings) -> RateLimiter:
+    """Redis when ``redis_url`` is set (scale-out), else in-process counters (embedded)."""
+    if settings.redis_url:
+        return RedisRateLimiter(settings.redis_url, prefix=settings.redis_key_prefix)
+    return MemoryRateLimiter()
+
+
+def auth_keys(*, ip: str, email: str) -> list[str]:
+    """One counter per client address and one per (hashed, normalised) email."""
+    return [
+        f"auth:ip:{ip or 'unknown'}",
+        f"auth:email:{security.sha256_hex(email.strip().lower())}",
+    ]
+
+
+async def check_auth_attempt(
+    limiter: RateLimiter, settings: Settings, *, ip: str, email: str
+) -> None:
+    """Count a login or register attempt; 429 with ``Retry-After`` once either counter is over."""
+    waits = [
+        await limiter.hit(
+            key, limit=settings.login_rate_limit, window_sec=settings.login_rate_window_sec
+        )
+        for key in auth_keys(ip=ip, email=email)
+    ]
+    over = [wait for wait in waits if wait is not None]
+    if over:
+        raise TooManyRequests(
+            "too many sign-in attempts; wait before trying again", retry_after=max(over)
+        )
