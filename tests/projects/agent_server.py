@@ -1,0 +1,164 @@
+"""A real HTTP(S) server on 127.0.0.1 that plays a customer's agent endpoint.
+
+Plain asyncio, no framework: each route answers with a fixed status, body,
+headers and an optional delay, and every request received is recorded so
+tests can check exactly what the product sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import json
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    raw: bytes | None = None
+
+    def encode(self) -> tuple[bytes, str]:
+        if self.raw is not None:
+            return self.raw, "text/plain"
+        return json.dumps(self.body if self.body is not None else {}).encode(), "application/json"
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+REASONS = {200: "OK", 301: "Moved", 302: "Found", 307: "Temporary Redirect", 404: "Not Found"}
+
+
+class AgentServer:
+    """``async with AgentServer({("POST", "/health"): Reply()}) as server: server.url``."""
+
+    def __init__(
+        self, routes: dict[tuple[str, str], Reply], *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.routes = routes
+        self.ssl_context = ssl_context
+        self.received: list[Received] = []
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> AgentServer:
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", 0, ssl=self.ssl_context
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        for task in list(self._handlers):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._server.wait_closed()
+
+    async def _read(self, reader: asyncio.StreamReader) -> Received:
+        request_line = (await reader.readline()).decode("latin-1").strip()
+        method, path, _ = request_line.split(" ", 2)
+        headers: dict[str, str] = {}
+        while True:
+            line = (await reader.readline()).decode("latin-1").strip()
+            if not line:
+                break
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        body = await reader.readexactly(length) if length else b""
+        return Received(method, path, headers, body)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            request = await self._read(reader)
+            self.received.append(request)
+            reply = self.routes.get((request.method, request.path.split("?")[0]), Reply(404))
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            body, content_type = reply.encode()
+            head = [f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Status')}"]
+            head += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
+            head += [f"{k}: {v}" for k, v in reply.headers.items()]
+            head += ["Connection: close", "", ""]
+            writer.write("\r\n".join(head).encode() + body)
+            await writer.drain()
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+def self_signed_context(directory: Path) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate for localhost/127.0.0.1."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context
