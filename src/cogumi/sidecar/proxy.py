@@ -96,6 +96,7 @@ class ProxyServer:
         self.server: asyncio.base_events.Server | None = None
         self._idle: dict[asyncio.Task[Any], bool] = {}
         self.started_at = time.time()
+        self.connections_accepted = 0
 
     async def start(self) -> tuple[str, int]:
         host, port = self.options.listen_address
@@ -125,6 +126,7 @@ class ProxyServer:
         task = asyncio.current_task()
         assert task is not None
         self._idle[task] = True
+        self.connections_accepted += 1
         try:
             await self._serve(reader, writer, task)
         except (ClientGone, ConnectionError, asyncio.CancelledError):
