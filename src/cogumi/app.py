@@ -20,9 +20,15 @@ def api_routers() -> list[APIRouter]:
     """Every JSON API router, in one explicit list (mounted under ``/api``)."""
     from cogumi.health import routes as health_routes
     from cogumi.projects import routes as projects_routes
+    from cogumi.tenancy import oidc as oidc_routes
     from cogumi.tenancy import routes as tenancy_routes
 
-    return [health_routes.router, *tenancy_routes.routers, projects_routes.router]
+    return [
+        health_routes.router,
+        *tenancy_routes.routers,
+        oidc_routes.router,
+        projects_routes.router,
+    ]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
