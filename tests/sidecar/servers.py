@@ -178,7 +178,7 @@ class Origin:
             self.uploads.append(info)
             await _send_json(send, 200, info)
         elif path == "/slow":
-            await asyncio.sleep(5)
+            await asyncio.sleep(1.5)
             await _send_json(send, 200, {"slow": True})
         elif path == "/v1/chat/completions":
             await _send_json(send, 200, _completion(json.loads(body)))
