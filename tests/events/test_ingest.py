@@ -14,6 +14,7 @@ from cogumi.events.models import Event
 from cogumi.events.service import canonical_json
 from cogumi.projects.models import SidecarToken, TokenStatus
 from cogumi.runs.models import Run, RunStatus
+from cogumi.tenancy.models import Role
 from tests.factories import Accounts, SidecarFixture, project_with_token
 
 
@@ -264,3 +265,41 @@ async def test_heartbeat_connection_and_config(accounts: Accounts) -> None:
     stranger = await accounts.signup()
     hidden = await stranger.client.get(f"/api/projects/{sidecar.project_id}/connection")
     assert hidden.status_code == 404
+
+
+async def test_run_events_are_paged_in_seq_order(accounts: Accounts) -> None:
+    owner = await accounts.signup()
+    sidecar = await project_with_token(accounts, owner.org_id)
+    run_id = await running_run(accounts, sidecar)
+    await sidecar.client.post(
+        "/api/ingest/events", json=batch(sidecar, [http_event(i) for i in range(5)])
+    )
+    viewer = await accounts.member(owner.org_id, Role.VIEWER)
+    first = (await viewer.client.get(f"/api/runs/{run_id}/events", params={"limit": 3})).json()
+    assert [e["seq"] for e in first["items"]] == [1, 2, 3]
+    assert first["next_after_seq"] == 3
+    item = first["items"][0]
+    assert item["destination"]["classification"] == "tool"
+    assert item["http"]["method"] == "POST"
+    assert set(item) >= {
+        "id",
+        "org_id",
+        "project_id",
+        "run_id",
+        "ts",
+        "seq",
+        "channel",
+        "type",
+        "actor",
+        "payload_redacted",
+        "matches",
+        "integrity_hash",
+    }
+    rest = (
+        await viewer.client.get(f"/api/runs/{run_id}/events", params={"after_seq": 3, "limit": 3})
+    ).json()
+    assert [e["seq"] for e in rest["items"]] == [4, 5]
+    assert rest["next_after_seq"] is None
+    bad = await viewer.client.get(f"/api/runs/{run_id}/events", params={"limit": 5000})
+    assert bad.status_code == 422
+    assert bad.json()["fields"][0]["field"] == "limit"

@@ -79,3 +79,20 @@ class SidecarStatus(TenantMixin, Base):
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
     last_event_at: Mapped[datetime | None] = mapped_column(default=None)
     counters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class StreamMessage(IdMixin, TenantMixin, Base):
+    """One message of a run's live stream (SSE), kept so a client resumes without loss.
+
+    ``seq`` is the SSE ``id:``; a reconnect with ``Last-Event-ID: n`` replays
+    every message with ``seq > n`` from here, whichever process wrote it.
+    """
+
+    __tablename__ = "stream_messages"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

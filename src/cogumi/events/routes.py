@@ -9,11 +9,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Query, Request
+from sqlalchemy import select
+from sse_starlette import EventSourceResponse
 
-from cogumi.events import service
+from cogumi.db.scope import get_in_org
+from cogumi.events import service, stream
+from cogumi.events.models import Event
 from cogumi.events.schemas import (
     ConnectionOut,
+    EventOut,
+    EventPage,
     HeartbeatIn,
     IngestBatchIn,
     IngestResult,
@@ -21,6 +27,7 @@ from cogumi.events.schemas import (
 )
 from cogumi.projects import service as projects_service
 from cogumi.projects.models import Project, SidecarToken
+from cogumi.runs.models import Run
 from cogumi.tenancy.deps import DbSession, Reader
 
 router = APIRouter(tags=["ingest"])
@@ -80,3 +87,56 @@ async def connection(project_id: uuid.UUID, member: Reader, session: DbSession) 
         session=session, org_id=member.org_id, project_id=project_id
     )
     return ConnectionOut(**await service.connection_state(session, project=project))
+
+
+@router.get("/runs/{run_id}/events", response_model=EventPage)
+async def run_events(
+    run_id: uuid.UUID,
+    member: Reader,
+    session: DbSession,
+    after_seq: Annotated[int, Query(ge=0, description="Return events with a larger seq.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> EventPage:
+    """A run's events in ``seq`` order, one page at a time."""
+    await get_in_org(session, Run, run_id, member.org_id, what="run")
+    rows = (
+        await session.scalars(
+            select(Event)
+            .where(Event.run_id == run_id, Event.org_id == member.org_id, Event.seq > after_seq)
+            .order_by(Event.seq)
+            .limit(limit)
+        )
+    ).all()
+    items = [EventOut.from_row(row) for row in rows]
+    next_after = items[-1].seq if len(items) == limit and items else None
+    return EventPage(items=items, next_after_seq=next_after)
+
+
+@router.get(
+    "/runs/{run_id}/stream",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}},
+)
+async def run_stream(
+    run_id: uuid.UUID,
+    request: Request,
+    member: Reader,
+    session: DbSession,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", description="Resume after this id.")
+    ] = None,
+) -> EventSourceResponse:
+    """Live ``run.status``, ``story.step.created``, ``finding.created``, ``quota.warning``.
+
+    Every message has an ``id:``; reconnecting with ``Last-Event-ID`` replays what was
+    missed. A comment line is sent every 15 s to keep proxies from closing the stream.
+    """
+    await get_in_org(session, Run, run_id, member.org_id, what="run")
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    messages = stream.sse_messages(
+        sessionmaker=request.app.state.sessionmaker,
+        bus=request.app.state.live_bus,
+        run_id=run_id,
+        after=after,
+    )
+    return EventSourceResponse(messages, ping=15)

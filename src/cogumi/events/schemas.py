@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
@@ -106,3 +106,67 @@ class ConnectionOut(Output):
     events_last_minute: int
     sidecar_version: str | None
     counters: dict[str, Any]
+
+
+class EventOut(Output):
+    """One stored event in the CONTRACTS.md shape."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    project_id: uuid.UUID
+    run_id: uuid.UUID | None
+    ts: datetime
+    seq: int | None
+    channel: str
+    type: str
+    actor: str
+    destination: dict[str, Any] | None
+    http: dict[str, Any] | None
+    payload_redacted: dict[str, Any]
+    matches: list[dict[str, Any]]
+    integrity_hash: str
+
+    @classmethod
+    def from_row(cls, row: Event) -> EventOut:
+        has_dest = row.dest_host is not None or row.classification is not None
+        has_http = row.http_method is not None or row.status_code is not None
+        return cls(
+            id=row.id,
+            org_id=row.org_id,
+            project_id=row.project_id,
+            run_id=row.run_id,
+            ts=row.ts,
+            seq=row.seq,
+            channel=row.channel,
+            type=row.type,
+            actor=row.actor,
+            destination={
+                "host": row.dest_host,
+                "path": row.dest_path,
+                "port": row.dest_port,
+                "classification": row.classification,
+            }
+            if has_dest
+            else None,
+            http={
+                "method": row.http_method,
+                "status_code": row.status_code,
+                "bytes_out": row.bytes_out,
+                "bytes_in": row.bytes_in,
+                "duration_ms": row.duration_ms,
+            }
+            if has_http
+            else None,
+            payload_redacted=row.payload_redacted,
+            matches=list(row.matches),
+            integrity_hash=row.integrity_hash,
+        )
+
+
+class EventPage(Output):
+    items: list[EventOut]
+    next_after_seq: int | None
+
+
+if TYPE_CHECKING:
+    from cogumi.events.models import Event

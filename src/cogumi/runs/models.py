@@ -46,3 +46,5 @@ class Run(IdMixin, TenantMixin, TimestampMixin, Base):
     failure_reason: Mapped[str | None] = mapped_column(String(2000), default=None)
     # Last ``seq`` handed out to this run's events; bumped under a row lock.
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # Last id of the run's live stream messages (SSE ``id:``), same scheme.
+    last_stream_seq: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,115 @@
+"""A run's live stream: durable messages plus bus wake-ups, served as SSE.
+
+Writers call :func:`publish` inside their own transaction; the message gets
+the run's next stream ``seq`` and the bus is notified only after the commit
+(so a woken reader always finds the row). Readers resume from any
+``Last-Event-ID`` by reading ``seq > id`` from the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from sqlalchemy import event, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+
+from cogumi.events.bus import LiveBus
+from cogumi.events.models import StreamMessage
+from cogumi.runs.models import Run, RunStatus
+from cogumi.tasks import spawn
+
+StreamKind = Literal["run.status", "story.step.created", "finding.created", "quota.warning"]
+TERMINAL = frozenset(
+    {RunStatus.completed, RunStatus.failed, RunStatus.canceled, RunStatus.stopped_quota}
+)
+_PENDING = "cogumi_live_notify"
+READ_BATCH = 500
+
+
+async def publish(
+    session: AsyncSession,
+    *,
+    bus: LiveBus,
+    org_id: uuid.UUID,
+    run_id: uuid.UUID,
+    kind: StreamKind,
+    data: dict[str, Any],
+) -> int:
+    """Append a message to the run's stream; subscribers are woken after commit."""
+    seq = await session.scalar(
+        update(Run)
+        .where(Run.id == run_id, Run.org_id == org_id)
+        .values(last_stream_seq=Run.last_stream_seq + 1)
+        .returning(Run.last_stream_seq)
+    )
+    if seq is None:
+        raise LookupError(f"run {run_id} not found")
+    await session.execute(
+        insert(StreamMessage).values(
+            id=uuid.uuid4(), org_id=org_id, run_id=run_id, seq=seq, kind=kind, data=data
+        )
+    )
+    pending: set[tuple[LiveBus, uuid.UUID]] = session.sync_session.info.setdefault(_PENDING, set())
+    pending.add((bus, run_id))
+    return int(seq)
+
+
+@event.listens_for(Session, "after_commit")
+def _notify_after_commit(session: Session) -> None:
+    pending: set[tuple[LiveBus, uuid.UUID]] = session.info.pop(_PENDING, set())
+    for bus, run_id in pending:
+        spawn(bus.notify(run_id), name="live-notify")
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+async def read_after(
+    sessionmaker: async_sessionmaker[AsyncSession], *, run_id: uuid.UUID, after: int
+) -> tuple[list[StreamMessage], RunStatus | None]:
+    """Messages with ``seq > after`` (one batch) and the run's current status."""
+    async with sessionmaker() as session:
+        status = await session.scalar(select(Run.status).where(Run.id == run_id))
+        rows = await session.scalars(
+            select(StreamMessage)
+            .where(StreamMessage.run_id == run_id, StreamMessage.seq > after)
+            .order_by(StreamMessage.seq)
+            .limit(READ_BATCH)
+        )
+        return list(rows.all()), status
+
+
+async def sse_messages(
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    bus: LiveBus,
+    run_id: uuid.UUID,
+    after: int,
+    poll_sec: float = 15.0,
+) -> AsyncIterator[dict[str, str]]:
+    """SSE items for a run from ``after`` on; ends once the run is over and all is sent."""
+    async with bus.subscribe(run_id) as wake:
+        while True:
+            wake.clear()  # before reading, so a notify during the read is not lost
+            messages, status = await read_after(sessionmaker, run_id=run_id, after=after)
+            for message in messages:
+                after = message.seq
+                yield {
+                    "id": str(message.seq),
+                    "event": message.kind,
+                    "data": json.dumps(message.data),
+                }
+            if len(messages) == READ_BATCH:
+                continue
+            if status is None or status in TERMINAL:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=poll_sec)
