@@ -11,6 +11,7 @@ from cogumi import __version__
 from cogumi.config import Settings
 from cogumi.db.engine import make_engine, make_sessionmaker
 from cogumi.errors import install_error_handlers, install_integrity_handler
+from cogumi.events.bus import make_bus
 from cogumi.middleware import BodyLimitMiddleware
 from cogumi.tenancy.deps import get_principal
 from cogumi.tenancy.ratelimit import make_rate_limiter
@@ -18,6 +19,7 @@ from cogumi.tenancy.ratelimit import make_rate_limiter
 
 def api_routers() -> list[APIRouter]:
     """Every JSON API router, in one explicit list (mounted under ``/api``)."""
+    from cogumi.events import routes as events_routes
     from cogumi.health import routes as health_routes
     from cogumi.projects import routes as projects_routes
     from cogumi.tenancy import oidc as oidc_routes
@@ -28,6 +30,7 @@ def api_routers() -> list[APIRouter]:
         *tenancy_routes.routers,
         oidc_routes.router,
         projects_routes.router,
+        events_routes.router,
     ]
 
 
@@ -40,9 +43,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.rate_limiter = make_rate_limiter(settings)
+        app.state.live_bus = await make_bus(settings.redis_url, settings.redis_key_prefix)
         try:
             yield
         finally:
+            await app.state.live_bus.close()
             await app.state.rate_limiter.close()
             await engine.dispose()
 
