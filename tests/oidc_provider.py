@@ -78,7 +78,6 @@ class LocalOidcProvider:
         self.account: ProviderAccount | None = None
         self.behaviour = TokenBehaviour()
         self.codes: dict[str, dict[str, str]] = {}
-        self.token_requests = 0
         self.url = ""
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -190,7 +189,6 @@ class LocalOidcProvider:
         )
 
     async def _token(self, request: Request) -> Response:
-        self.token_requests += 1
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
         if not self._client_authenticated(request, form):
             return JSONResponse({"error": "invalid_client"}, status_code=401)
