@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
 
 from cogumi import __version__
 from cogumi.config import Settings
@@ -32,6 +33,16 @@ def api_routers() -> list[APIRouter]:
         projects_routes.router,
         events_routes.router,
     ]
+
+
+def api_route_table() -> list[tuple[str, str]]:
+    """Every (method, path) the JSON API serves, as mounted (the isolation test's input)."""
+    table = []
+    for router in api_routers():
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                table.extend((method, "/api" + route.path) for method in sorted(route.methods))
+    return table
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

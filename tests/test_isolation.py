@@ -1,0 +1,294 @@
+"""Tenant isolation and role permissions over the whole route table.
+
+Every API route must be listed in ``ACCESS`` with who may call it, so a new
+route cannot slip through unreviewed. Then, for every org-scoped route, every
+role (signed in, and as an API key of that role), anonymous callers, and both
+the caller's own org and another org, the answer must be exactly:
+
+- anonymous: 401;
+- a role without the permission: 403;
+- allowed role, object of another org: 404, the same as a missing object;
+- allowed role, own object: success (2xx).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from cogumi.app import api_route_table
+from cogumi.projects.models import Project, SidecarToken
+from cogumi.runs.models import Run, RunStatus
+from cogumi.tenancy import security
+from cogumi.tenancy.models import ApiKey, Invitation, Membership, Role, User
+from cogumi.tenancy.permissions import Permission, allows
+from tests.factories import Account, Accounts, unique_email
+
+PUBLIC = "public"  # anyone; behaviour tested in the area's own tests
+USER = "user"  # a signed-in person (API keys refused), acting on their own account
+SIDECAR = "sidecar"  # X-Sidecar-Token only
+
+ACCESS: dict[tuple[str, str], str | Permission] = {
+    ("GET", "/api/health"): PUBLIC,
+    ("POST", "/api/auth/register"): PUBLIC,
+    ("POST", "/api/auth/login"): PUBLIC,
+    ("POST", "/api/auth/logout"): PUBLIC,
+    ("GET", "/api/me"): PUBLIC,
+    ("GET", "/api/auth/oidc/config"): PUBLIC,
+    ("GET", "/api/auth/oidc/login"): PUBLIC,
+    ("GET", "/api/auth/oidc/callback"): PUBLIC,
+    ("GET", "/api/invitations/{token}"): PUBLIC,
+    ("POST", "/api/invitations/{token}/accept"): PUBLIC,
+    ("GET", "/api/orgs"): USER,
+    ("POST", "/api/orgs"): USER,
+    ("POST", "/api/orgs/{org_id}/switch"): USER,
+    ("GET", "/api/members"): Permission.READ,
+    ("PATCH", "/api/members/{user_id}"): Permission.MEMBERS_MANAGE,
+    ("DELETE", "/api/members/{user_id}"): Permission.MEMBERS_MANAGE,
+    ("POST", "/api/invitations"): Permission.MEMBERS_MANAGE,
+    ("GET", "/api/invitations"): Permission.MEMBERS_MANAGE,
+    ("DELETE", "/api/invitations/{invitation_id}"): Permission.MEMBERS_MANAGE,
+    ("POST", "/api/api-keys"): Permission.TOKENS_MANAGE,
+    ("GET", "/api/api-keys"): Permission.TOKENS_MANAGE,
+    ("DELETE", "/api/api-keys/{key_id}"): Permission.TOKENS_MANAGE,
+    ("GET", "/api/audit"): Permission.AUDIT_READ,
+    ("POST", "/api/projects"): Permission.PROJECTS_WRITE,
+    ("GET", "/api/projects"): Permission.READ,
+    ("GET", "/api/projects/{project_id}"): Permission.READ,
+    ("PATCH", "/api/projects/{project_id}"): Permission.PROJECTS_WRITE,
+    ("DELETE", "/api/projects/{project_id}"): Permission.PROJECTS_WRITE,
+    ("POST", "/api/projects/{project_id}/prod-override"): Permission.PROJECTS_WRITE,
+    ("POST", "/api/projects/{project_id}/sidecar-tokens"): Permission.TOKENS_MANAGE,
+    (
+        "GET",
+        "/api/projects/{project_id}/sidecar-tokens",
+    ): Permission.READ,  # prefixes and status only
+    ("DELETE", "/api/projects/{project_id}/sidecar-tokens/{token_id}"): Permission.TOKENS_MANAGE,
+    ("GET", "/api/projects/{project_id}/connect-snippets"): Permission.READ,
+    ("POST", "/api/projects/{project_id}/validate-agent-endpoint"): Permission.PROJECTS_WRITE,
+    ("GET", "/api/projects/{project_id}/connection"): Permission.READ,
+    ("POST", "/api/ingest/events"): SIDECAR,
+    ("POST", "/api/projects/{project_id}/sidecar/heartbeat"): SIDECAR,
+    ("GET", "/api/sidecar/config"): SIDECAR,
+    ("GET", "/api/runs/{run_id}/events"): Permission.READ,
+    ("GET", "/api/runs/{run_id}/stream"): Permission.READ,
+}
+
+
+def body_for(method: str, path: str) -> dict[str, Any] | None:
+    """A valid body for each write route, so only access decides the answer."""
+    bodies: dict[tuple[str, str], dict[str, Any]] = {
+        ("PATCH", "/api/members/{user_id}"): {"role": "VIEWER"},
+        ("POST", "/api/invitations"): {"email": unique_email("invitee"), "role": "VIEWER"},
+        ("POST", "/api/api-keys"): {"name": "ci", "role": "VIEWER"},
+        ("POST", "/api/projects"): {"name": f"p-{uuid.uuid4().hex[:8]}"},
+        ("PATCH", "/api/projects/{project_id}"): {"description": "changed"},
+        ("POST", "/api/projects/{project_id}/prod-override"): {"enabled": False},
+        ("POST", "/api/projects/{project_id}/sidecar-tokens"): {"name": "edge"},
+        ("POST", "/api/projects/{project_id}/validate-agent-endpoint"): {
+            "url": "http://127.0.0.1:9/"
+        },
+    }
+    return bodies.get((method, path))
+
+
+@dataclass
+class World:
+    accounts: Accounts
+
+    async def fresh(self, param: str, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
+        """New objects for one request's path parameters, all inside ``org_id``."""
+        makers: dict[str, Callable[[uuid.UUID], Awaitable[dict[str, uuid.UUID]]]] = {
+            "project_id": self._project,
+            "token_id": self._token,
+            "user_id": self._member,
+            "invitation_id": self._invitation,
+            "key_id": self._api_key,
+            "run_id": self._run,
+        }
+        return await makers[param](org_id)
+
+    async def _add(self, *rows: Any) -> None:
+        async with self.accounts.sessionmaker() as session, session.begin():
+            for row in rows:
+                session.add(row)
+                await session.flush()
+
+    async def _project(self, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
+        project = Project(id=uuid.uuid4(), org_id=org_id, name=f"iso-{uuid.uuid4().hex[:8]}")
+        await self._add(project)
+        return {"project_id": project.id}
+
+    async def _token(self, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
+        ids = await self._project(org_id)
+        issued = security.issue_prefixed_token("cgs")
+        token = SidecarToken(
+            id=uuid.uuid4(),
+            org_id=org_id,
+            project_id=ids["project_id"],
+            prefix=issued.prefix,
+            token_hash=issued.hash,
+        )
+        await self._add(token)
+        return {**ids, "token_id": token.id}
+
+    async def _member(self, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
+        user = User(id=uuid.uuid4(), email=unique_email("target"))
+        await self._add(user, Membership(org_id=org_id, user_id=user.id, role=Role.MEMBER))
+        return {"user_id": user.id}
+
+    async def _invitation(self, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
+        invitation = Invitation(
+            id=uuid.uuid4(),
+            org_id=org_id,
+            email=unique_email("invited"),
+            role=Role.VIEWER,
+            token_hash=security.sha256_hex(security.random_token()),
+            expires_at=datetime.now(UTC) + timedelta(days=1),
+        )
+        await self._add(invitation)
+        return {"invitation_id": invitation.id}
+
+    async def _api_key(self, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
+        issued = security.issue_prefixed_token("cgk")
+        key = ApiKey(
+            id=uuid.uuid4(),
+            org_id=org_id,
+            name="target",
+            prefix=issued.prefix,
+            key_hash=issued.hash,
+            role=Role.VIEWER,
+        )
+        await self._add(key)
+        return {"key_id": key.id}
+
+    async def _run(self, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
+        ids = await self._project(org_id)
+        run = Run(
+            id=uuid.uuid4(), org_id=org_id, project_id=ids["project_id"], status=RunStatus.completed
+        )
+        await self._add(run)
+        return {"run_id": run.id}
+
+
+def params_of(path: str) -> list[str]:
+    return re.findall(r"{(\w+)}", path)
+
+
+async def fill(world: World, path: str, org_id: uuid.UUID) -> str:
+    """The path with fresh objects of ``org_id`` (a token's project is the token's own)."""
+    values: dict[str, uuid.UUID] = {}
+    for param in params_of(path):
+        if param not in values:
+            values.update(await world.fresh(param, org_id))
+    return path.format(**{k: str(v) for k, v in values.items()})
+
+
+async def call(
+    client: httpx.AsyncClient, method: str, path: str, body: dict[str, Any] | None
+) -> httpx.Response:
+    return (
+        await client.request(method, path, json=body)
+        if body is not None
+        else await client.request(method, path)
+    )
+
+
+def test_every_route_is_listed() -> None:
+    served = set(api_route_table())
+    assert served == set(ACCESS), {
+        "unlisted routes (add them to ACCESS)": sorted(served - set(ACCESS)),
+        "listed but gone": sorted(set(ACCESS) - served),
+    }
+
+
+async def test_roles_and_orgs_on_every_org_scoped_route(accounts: Accounts) -> None:
+    world = World(accounts)
+    home = await accounts.org_with_roles()
+    org_id = home[Role.OWNER].org_id
+    other = await accounts.signup()
+    callers: list[tuple[str, Account | None]] = [("anonymous", None)]
+    for role in Role:
+        callers.append((f"session:{role.value}", home[role]))
+        callers.append((f"api-key:{role.value}", await accounts.api_key(org_id, role)))
+    anonymous = accounts.new_client()
+    failures: list[str] = []
+    for (method, path), rule in ACCESS.items():
+        if not isinstance(rule, Permission):
+            continue
+        for label, caller in callers:
+            for target_org, own in ((org_id, True), (other.org_id, False)):
+                if not own and not params_of(path):
+                    continue  # collection routes act on the caller's org only
+                url = await fill(world, path, target_org)
+                client = caller.client if caller else anonymous
+                response = await call(client, method, url, body_for(method, path))
+                if caller is None:
+                    expected: set[int] | str = {401}
+                elif not allows(caller.role, rule):
+                    expected = {403}
+                elif not own:
+                    expected = {404}
+                else:
+                    expected = "2xx"
+                ok = (
+                    (200 <= response.status_code < 300)
+                    if expected == "2xx"
+                    else response.status_code in expected
+                )
+                if not ok:
+                    failures.append(
+                        f"{method} {path} as {label} ({'own' if own else 'other'} org): {response.status_code} {response.text[:160]}"
+                    )
+                elif response.status_code >= 400:
+                    assert response.json()["error"], response.text
+    assert not failures, "\n".join(failures)
+
+
+async def test_user_routes_refuse_api_keys_and_anonymous(accounts: Accounts) -> None:
+    owner = await accounts.signup()
+    key = await accounts.api_key(owner.org_id, Role.OWNER)
+    anonymous = accounts.new_client()
+    stranger = await accounts.signup()
+    for (method, path), rule in ACCESS.items():
+        if rule != USER:
+            continue
+        url = path.format(org_id=owner.org_id)
+        body = {"name": "another org"} if method == "POST" and not params_of(path) else None
+        assert (await call(anonymous, method, url, body)).status_code == 401, path
+        assert (await call(key.client, method, url, body)).status_code == 403, path
+        ok = await call(owner.client, method, url, body)
+        assert 200 <= ok.status_code < 300, (path, ok.text)
+        if params_of(path):
+            foreign = await call(owner.client, method, path.format(org_id=stranger.org_id), body)
+            assert foreign.status_code == 404, (path, foreign.text)
+
+
+async def test_sidecar_routes_take_only_sidecar_tokens(accounts: Accounts) -> None:
+    from tests.factories import project_with_token
+
+    owner = await accounts.signup()
+    key = await accounts.api_key(owner.org_id, Role.OWNER)
+    sidecar = await project_with_token(accounts, owner.org_id)
+    other = await project_with_token(accounts, owner.org_id)
+    for (method, path), rule in ACCESS.items():
+        if rule != SIDECAR:
+            continue
+        url = path.format(project_id=sidecar.project_id)
+        body = (
+            {"project_id": str(sidecar.project_id), "batch_id": uuid.uuid4().hex, "events": []}
+            if "ingest" in path
+            else ({} if method == "POST" else None)
+        )
+        for client in (accounts.new_client(), owner.client, key.client):
+            assert (await call(client, method, url, body)).status_code == 401, path
+        assert 200 <= (await call(sidecar.client, method, url, body)).status_code < 300, path
+        if "{project_id}" in path:
+            wrong = await call(other.client, method, url, body)
+            assert wrong.status_code == 403, path
