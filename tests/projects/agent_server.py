@@ -62,11 +62,12 @@ class AgentServer:
         self.received: list[Received] = []
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._port: int | None = None
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        assert self._port is not None, "server not started"
+        return self._port
 
     @property
     def url(self) -> str:
@@ -77,6 +78,7 @@ class AgentServer:
         self._server = await asyncio.start_server(
             self._handle, "127.0.0.1", 0, ssl=self.ssl_context
         )
+        self._port = int(self._server.sockets[0].getsockname()[1])
         return self
 
     async def __aexit__(self, *exc: object) -> None:
