@@ -1,0 +1,95 @@
+"""Redaction never lets a raw value through; truncation is UTF-8 safe."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cogumi.detect import mint_canaries, redact_headers, redact_text
+from cogumi.detect.redact import DEFAULT_LIMIT
+
+KEYS = [
+    "sk-proj-Xq3vT9bLm2Pz8Rk4Wn7Yc1Hd6Jf0Gs5Qa2Ue8Io4Ly9Tb3Nc7Mx1Vz",
+    "AKIA4QWERT7YUI2OPLKJ",
+    "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",
+    "xoxb-262541194339-1293084920079-Z21cXgXdDdZDABIcrdG3D9OF",
+    "AIzaSyB4sU8lU15bR_87qNb7eUVQN72_vv8mpbU",
+]
+CANARIES = mint_canaries("redaction-tests")
+
+
+def test_replaces_each_match_with_kind_and_preview() -> None:
+    text, matches = redact_text(f"key={KEYS[2]} ok")
+    assert text == "key=[REDACTED:GITHUB_TOKEN:ghp_…xL] ok"
+    assert [m.kind for m in matches] == ["GITHUB_TOKEN"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    before=st.text(max_size=200),
+    after=st.text(max_size=200),
+    secret=st.sampled_from(KEYS + list(CANARIES.values())),
+    copies=st.integers(min_value=1, max_value=3),
+)
+def test_no_raw_secret_survives_redaction(
+    before: str, after: str, secret: str, copies: int
+) -> None:
+    text = (before + " " + secret + " ") * copies + after
+    redacted, matches = redact_text(text, canaries=CANARIES.values())
+    assert secret not in redacted
+    assert matches
+
+
+@settings(max_examples=60, deadline=None)
+@given(filler=st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=40))
+def test_truncation_is_utf8_safe_and_within_limit(filler: str) -> None:
+    text = filler * (DEFAULT_LIMIT // max(1, len(filler.encode())) + 50)
+    redacted, _ = redact_text(text)
+    encoded = redacted.encode("utf-8")
+    assert len(encoded) <= DEFAULT_LIMIT
+    assert encoded.decode("utf-8") == redacted
+
+
+def test_truncates_multibyte_text_without_splitting_a_character() -> None:
+    text = "é" * 40000  # 80,000 bytes
+    redacted, _ = redact_text(text)
+    assert len(redacted.encode()) == DEFAULT_LIMIT
+    assert set(redacted) == {"é"}
+
+
+def test_secret_straddling_the_limit_is_still_masked() -> None:
+    secret = CANARIES["OPENAI_KEY"]
+    text = "a" * (100 - 20) + secret + " tail"
+    redacted, matches = redact_text(text, canaries=CANARIES.values(), limit=100)
+    assert len(redacted.encode()) <= 100
+    assert secret[:12] not in redacted and "sk-proj-cgm" not in redacted
+    assert matches[0].kind == "CANARY"
+
+
+def test_headers_credentials_masked_whole_and_others_scanned() -> None:
+    headers = [
+        ("Authorization", f"Bearer {KEYS[0]}"),
+        ("Cookie", "session=abc123def456; theme=dark"),
+        ("X-Api-Key", "plain-looking-value"),
+        ("X-Upstream-Token", "whatever"),
+        ("User-Agent", f"agent/1.0 leaked={KEYS[1]}"),
+        ("Accept", "application/json"),
+    ]
+    redacted, matches = redact_headers(headers)
+    values = dict(redacted)
+    assert values["Authorization"] == "Bearer [REDACTED:OPENAI_KEY:sk-proj-…Vz]"
+    assert values["Cookie"] == "session=[REDACTED:HEADER]; theme=[REDACTED:HEADER]"
+    assert values["X-Api-Key"] == "[REDACTED:HEADER]"
+    assert values["X-Upstream-Token"] == "[REDACTED:HEADER]"
+    assert values["User-Agent"] == "agent/1.0 leaked=[REDACTED:AWS_ACCESS_KEY:AKIA…KJ]"
+    assert values["Accept"] == "application/json"
+    assert [m.kind for m in matches] == ["OPENAI_KEY", "AWS_ACCESS_KEY"]
+    flat = " ".join(v for _, v in redacted)
+    assert KEYS[0] not in flat and KEYS[1] not in flat and "abc123def456" not in flat
+
+
+def test_canary_in_a_header_is_reported() -> None:
+    canary = CANARIES["JWT"]
+    redacted, matches = redact_headers([("Authorization", f"Bearer {canary}")], canaries=[canary])
+    assert redacted[0][1].startswith("Bearer [REDACTED:CANARY:eyJ…")
+    assert [(m.kind, m.confidence) for m in matches] == [("CANARY", 1.0)]

@@ -1,0 +1,160 @@
+"""Each secret kind: a positive, a look-alike negative, placeholders and previews."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+
+from cogumi.detect import SecretMatch, find_secrets
+from cogumi.detect.heuristics import PLACEHOLDER_CONFIDENCE, PREVIEW_PREFIX_MAX, PREVIEW_TAIL
+
+
+def _jwt() -> str:
+    def part(obj: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'sub': 'u-81', 'iat': 1700000000})}.Qm9vZ3VzU2lnbmF0dXJlVmFsdWUxMjM0NTY"
+
+
+PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\n"
+    + "MIIEowIBAAKCAQEAq1Wz8Kp3nVt0Rb7Xy2dQ9mLr4HcFjG6sTe1Ua5Zo0Nw3Yi7Bx\n" * 4
+    + "-----END RSA PRIVATE KEY-----"
+)
+
+POSITIVES = [
+    ("OPENAI_KEY", "sk-proj-Xq3vT9bLm2Pz8Rk4Wn7Yc1Hd6Jf0Gs5Qa2Ue8Io4Ly9Tb3Nc7Mx1Vz"),
+    ("OPENAI_KEY", "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"),
+    (
+        "ANTHROPIC_KEY",
+        "sk-ant-api03-"
+        + "jSq6OMjv1syXaEUE0bvOckLe_GtCKy8lvZdko3eOJgV8TH-f2iyzRekyZNSby5d9ScikGYuqQhsrxML3X3N3rQ-XwQaQAA",
+    ),
+    ("AWS_ACCESS_KEY", "AKIA4QWERT7YUI2OPLKJ"),
+    ("GITHUB_TOKEN", "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"),
+    ("SLACK_TOKEN", "xoxb-262541194339-1293084920079-Z21cXgXdDdZDABIcrdG3D9OF"),
+    ("JWT", _jwt()),
+    ("GOOGLE_API_KEY", "AIzaSyB4sU8lU15bR_87qNb7eUVQN72_vv8mpbU"),
+    ("STRIPE_KEY", "sk_live_dhhfUUyfrA9q5dBAZ10JrAD7"),
+    ("GROQ_KEY", "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"),
+    ("HUGGINGFACE_TOKEN", "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"),
+    ("PRIVATE_KEY", PEM),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"), POSITIVES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(POSITIVES)]
+)
+def test_each_kind_is_found_in_context_with_its_hash(kind: str, value: str) -> None:
+    text = f"debug dump follows:\nCONFIG_VALUE={value}\nend of dump"
+    matches = find_secrets(text)
+    assert [m.kind for m in matches] == [kind]
+    match = matches[0]
+    assert text[match.start : match.end] == value
+    assert match.hash == hashlib.sha256(value.encode()).hexdigest()
+    assert match.confidence >= 0.7
+
+
+def test_aws_secret_key_needs_its_context() -> None:
+    secret = "0qk+o7XctJMmG6ydO8537c9+TofLJU1K0PiVBXSg"
+    found = find_secrets(f'export AWS_SECRET_ACCESS_KEY="{secret}"')
+    assert [(m.kind, m.confidence) for m in found] == [("AWS_SECRET_KEY", 0.85)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The task-manager restarted; see risk-assessment-framework-document-version-two.",
+        "sk-learn-compatible-estimator-wrapper-for-pipelines",
+        "AKIA1234 is too short, A3T0ABCDEFGHIJKLMNO too",
+        "ghp_short and github_pat_ are just prefixes",
+        "xoxb- followed by nothing",
+        "eyJhbGciOiJIUzI1NiJ9 alone is a header, not a token",
+        "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----",
+        "AIza is a prefix; AIzaShort too",
+        "pk_live_publishableKeyValue1234567 is public by design",
+        "order 8d1c9a4e-2b7f-4d7e-9a51-2f0f3c9b6e11 shipped",
+        "commit 3b335d612137949d2f21fcc6c8c8164db7603227 fixed it",
+        "sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "See https://docs.example.com/en/enterprise/3.0/authentication/keeping-your-account-secure",
+        "getServerAddressByClientCIDRs and ServerAddressByClientCIDRs are identifiers",
+        "password = request.form.get('password')",
+        'export PGPASSWORD="$DB_PASSWORD"',
+        "max_tokens: 1024, tokens_used: 98765432",
+    ],
+)
+def test_look_alikes_are_not_reported(text: str) -> None:
+    assert [m for m in find_secrets(text) if m.confidence >= 0.3] == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "aws_access_key_id = AKIAIOSFODNN7EXAMPLE",
+        "OPENAI_API_KEY=sk-EXAMPLEEXAMPLEEXAMPLEEXAMPLEEXAMPLE12",
+        'SLACK_TOKEN="xoxb-0000000000-0000000000000-xxxxxxxxxxxxxxxxxxxxxxxx"',
+        "api_key = <YOUR_KEY>",
+        "api_key = xxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "token: ${GITHUB_TOKEN}",
+        "postgres://user:password@db.example.com/app",
+    ],
+)
+def test_placeholders_get_no_match_or_a_clearly_low_confidence(text: str) -> None:
+    assert all(m.confidence <= PLACEHOLDER_CONFIDENCE for m in find_secrets(text))
+
+
+def test_generic_password_and_url_credentials() -> None:
+    found = find_secrets(
+        'db_password = "Tr0ub4dor&3x"\nDATABASE_URL=postgres://app:S3cr3tPa55w0rd@db.internal/app'
+    )
+    assert [(m.kind, m.confidence) for m in found] == [("PASSWORD", 0.5), ("URL_CREDENTIALS", 0.8)]
+
+
+def test_high_entropy_is_low_confidence_and_keyword_raises_it() -> None:
+    blob = "q8Zr3LmT0xVb7Yk2NwPf5HsJd9Gc4Ra1"
+    bare = find_secrets(f"value {blob} seen")
+    near = find_secrets(f"signing value {blob}".replace("signing value", "signature:"))
+    assert [(m.kind, m.confidence) for m in bare] == [("HIGH_ENTROPY", 0.3)]
+    assert [(m.kind, m.confidence) for m in near] == [("HIGH_ENTROPY", 0.45)]
+
+
+def test_hex_only_counts_next_to_a_secret_keyword() -> None:
+    hexkey = "951bc382db9abad29c68634761dd6e19"
+    assert find_secrets(f"build id {hexkey}") == []
+    assert [m.kind for m in find_secrets(f"secret {hexkey}")] == ["HIGH_ENTROPY"]
+
+
+def test_overlaps_resolve_to_the_most_specific_match() -> None:
+    text = "Authorization: Bearer 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"
+    assert [m.kind for m in find_secrets(text)] == ["GITHUB_TOKEN"]
+
+
+def _allowed_preview(match: SecretMatch) -> bool:
+    head, sep, tail = match.preview.partition("…")
+    return sep == "…" and len(head) <= PREVIEW_PREFIX_MAX and len(tail) <= PREVIEW_TAIL
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"), POSITIVES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(POSITIVES)]
+)
+def test_previews_never_show_more_than_prefix_and_two_characters(kind: str, value: str) -> None:
+    match = find_secrets(value)[0]
+    assert _allowed_preview(match)
+    assert match.preview.endswith(value[-2:])
+    assert set(match.to_dict()) == {"kind", "hash", "preview", "confidence"}
+
+
+def test_short_secret_previews_show_no_tail() -> None:
+    (match,) = find_secrets('password = "hunter22x"')
+    assert match.preview == "…"
+
+
+def test_non_ascii_text_keeps_offsets_right() -> None:
+    key = "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"
+    # "İ" lowers to two code points; the Turkish dotless i is there on purpose.
+    text = f"\u0130stanbul ekibi anahtar\u0131 payla\u015ft\u0131: {key} \u2713"
+    (match,) = find_secrets(text)
+    assert text[match.start : match.end] == key
