@@ -93,10 +93,12 @@ async def _body(receive: Any) -> bytes:
             return b"".join(chunks)
 
 
-async def _send_json(send: Any, status: int, data: Any, headers: list[tuple[bytes, bytes]] = []) -> None:  # noqa: B006
+async def _send_json(
+    send: Any, status: int, data: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = json.dumps(data).encode()
     head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": head + headers})
+    await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -174,7 +176,11 @@ class Origin:
             await self._stream(send, int(path.rsplit("/", 1)[1]))
         elif path == "/echo":
             chunked = (b"transfer-encoding", b"chunked") in scope["headers"]
-            info = {"length": len(body), "sha256": hashlib.sha256(body).hexdigest(), "chunked": chunked}
+            info = {
+                "length": len(body),
+                "sha256": hashlib.sha256(body).hexdigest(),
+                "chunked": chunked,
+            }
             self.uploads.append(info)
             await _send_json(send, 200, info)
         elif path == "/slow":

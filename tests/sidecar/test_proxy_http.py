@@ -16,7 +16,7 @@ import openai
 from cogumi import __version__
 from cogumi.sidecar.core import integrity_hash
 from tests.sidecar.conftest import SidecarFactory, proxy_url, shipped_text
-from tests.sidecar.servers import PROJECT_ID, TOKEN, Ingest, Origin, Served
+from tests.sidecar.servers import PROJECT_ID, Ingest, Origin, Served
 
 SECRET = "sk-proj-Q7rT2vX9kL4mN8pB3cF6hJ1wZ5yA0dE2gH4jK6mP8sU0wY"
 
@@ -106,7 +106,9 @@ async def test_openai_sdk_through_the_sidecar(
 
         def ask() -> str:
             with openai.DefaultHttpxClient(proxy=proxy_url(sidecar), trust_env=False) as http:
-                sdk = openai.OpenAI(base_url=f"{origin[1].url}/v1", api_key=SECRET, http_client=http)
+                sdk = openai.OpenAI(
+                    base_url=f"{origin[1].url}/v1", api_key=SECRET, http_client=http
+                )
                 reply = sdk.chat.completions.create(
                     model="gpt-test", messages=[{"role": "user", "content": "hello there"}]
                 )
@@ -170,10 +172,12 @@ async def test_10_mib_download_streams_through(
     size = 10 * 1024 * 1024
     digest = hashlib.sha256()
     async with make_sidecar() as sidecar:
-        async with httpx.AsyncClient(proxy=proxy_url(sidecar), trust_env=False) as client:
-            async with client.stream("GET", f"{origin[1].url}/bytes/{size}") as response:
-                async for data in response.aiter_raw():
-                    digest.update(data)
+        async with (
+            httpx.AsyncClient(proxy=proxy_url(sidecar), trust_env=False) as client,
+            client.stream("GET", f"{origin[1].url}/bytes/{size}") as response,
+        ):
+            async for data in response.aiter_raw():
+                digest.update(data)
         [event] = await recorder.wait_events(1)
     block = bytes(range(256)) * 256
     assert digest.hexdigest() == hashlib.sha256(block * (size // len(block))).hexdigest()
@@ -187,7 +191,9 @@ async def test_refused_upstream_gives_502_and_an_event(
     recorder, _ = ingest
     port = free_port()
     async with make_sidecar() as sidecar:
-        code, out, _ = await curl("-x", proxy_url(sidecar), "-d", "x=1", f"http://127.0.0.1:{port}/a")
+        code, out, _ = await curl(
+            "-x", proxy_url(sidecar), "-d", "x=1", f"http://127.0.0.1:{port}/a"
+        )
         [event] = await recorder.wait_events(1)
     assert code == 0
     assert out.startswith("502 Bad Gateway")
@@ -249,8 +255,10 @@ async def test_sink_is_answered_locally_with_the_full_redacted_preview(
 async def test_origin_form_requests_are_refused_but_healthz_answers(
     make_sidecar: SidecarFactory, ingest: tuple[Ingest, Served]
 ) -> None:
-    async with make_sidecar() as sidecar:
-        async with httpx.AsyncClient(base_url=proxy_url(sidecar), trust_env=False) as client:
-            assert (await client.get("/healthz")).json()["ok"] is True
-            assert (await client.get("/anything")).status_code == 400
+    async with (
+        make_sidecar() as sidecar,
+        httpx.AsyncClient(base_url=proxy_url(sidecar), trust_env=False) as client,
+    ):
+        assert (await client.get("/healthz")).json()["ok"] is True
+        assert (await client.get("/anything")).status_code == 400
     assert ingest[0].events == []

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from cogumi.detect.destinations import DestinationClass, DestinationRules, classify
@@ -110,7 +111,13 @@ class Policy:
     sensitive_paths: tuple[str, ...] = ()
 
     def is_sink(self, host: str) -> bool:
-        return classify(host, self.rules) is DestinationClass.attacker_sink
+        return _is_sink(host, self.rules)
+
+
+@lru_cache(maxsize=4096)
+def _is_sink(host: str, rules: DestinationRules) -> bool:
+    """Asked on every request before any byte goes out, so cached per host."""
+    return classify(host, rules) is DestinationClass.attacker_sink
 
 
 # --- request line and headers -------------------------------------------------

@@ -3,8 +3,9 @@
 Plain HTTP (absolute-form URIs) is forwarded with keep-alive on both sides and
 bodies streamed chunk by chunk; CONNECT is tunnelled byte for byte; requests to
 sink domains are answered here and never leave the network. Every exchange
-ends as one event through ``emit`` (built by the pure :mod:`core`), also when
-the upstream fails or the sidecar shuts down mid-exchange.
+ends as one record through ``emit`` (turned into an event by the pure
+:mod:`core` once it passed the throttle), also when the upstream fails or the
+sidecar shuts down mid-exchange.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from cogumi.sidecar.core import (
     Policy,
     Preview,
     end_to_end,
-    exchange_event,
     parse_absolute_uri,
     parse_authority,
     render_head,
@@ -47,7 +47,7 @@ SINK_PREVIEW_LIMIT = 32 * 1024
 FLUSH_AT = 64 * 1024
 NO_BODY_STATUS = frozenset({204, 304})
 
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[[Exchange, Policy], None]
 
 
 class ClientGone(Exception):
@@ -145,8 +145,11 @@ class ProxyServer:
         while True:
             self._idle[task] = True
             try:
-                async with asyncio.timeout(self.options.client_idle_timeout):
+                if messages.buffered:
                     item = await messages.next()
+                else:
+                    async with asyncio.timeout(self.options.client_idle_timeout):
+                        item = await messages.next()
             except TimeoutError:
                 return
             except MessageError as exc:
@@ -193,7 +196,7 @@ class ProxyServer:
             ex.error = ex.error or "sidecar_shutdown"
             raise
         finally:
-            self.emit(exchange_event(ex, policy))
+            self.emit(ex, policy)
 
     async def _local(self, head: Head, messages: MessageReader, client: Corked) -> bool:
         """Origin-form requests address the sidecar itself: only /healthz exists."""
@@ -329,7 +332,7 @@ class ProxyServer:
             ex.error = ex.error or "sidecar_shutdown"
             raise
         finally:
-            self.emit(exchange_event(ex, policy))
+            self.emit(ex, policy)
 
     async def _open_tunnel(
         self,

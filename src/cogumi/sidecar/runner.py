@@ -26,10 +26,6 @@ log = logging.getLogger("cogumi.sidecar")
 CONFIG_LISTS = ("tool_domains", "internal_suffixes", "sensitive_paths", "sink_domains")
 
 
-def _domains(values: Sequence[str]) -> frozenset[str]:
-    return frozenset(v.strip().strip(".").lower() for v in values if v.strip().strip("."))
-
-
 def build_policy(options: SidecarOptions, api: Mapping[str, Sequence[str]] | None) -> Policy:
     """The options' lists added to the project's (``api``) lists."""
     api = api or {}
@@ -37,10 +33,10 @@ def build_policy(options: SidecarOptions, api: Mapping[str, Sequence[str]] | Non
     def merged(name: str) -> list[str]:
         return [*api.get(name, ()), *getattr(options, name)]
 
-    rules = DestinationRules(
-        sink_domains=_domains(merged("sink_domains")),
-        internal_suffixes=_domains(merged("internal_suffixes")),
-        tool_domains=_domains(merged("tool_domains")),
+    rules = DestinationRules.from_lists(
+        sink_domains=merged("sink_domains"),
+        internal_suffixes=merged("internal_suffixes"),
+        tool_domains=merged("tool_domains"),
     )
     return Policy(rules=rules, sensitive_paths=tuple(dict.fromkeys(merged("sensitive_paths"))))
 

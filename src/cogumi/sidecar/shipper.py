@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from cogumi import __version__
-from cogumi.sidecar.core import policy_event
+from cogumi.sidecar.core import Exchange, Policy, exchange_event, policy_event
 from cogumi.sidecar.options import SidecarOptions
 
 log = logging.getLogger("cogumi.sidecar")
@@ -102,10 +102,13 @@ class Shipper:
         self._drained.set()
 
     # --- intake (sync, called from the proxy for every exchange) ----------------
-    def submit(self, event: dict[str, Any]) -> None:
+    def submit(self, exchange: Exchange, policy: Policy) -> None:
+        """Throttle first, then build the event: detection and redaction are the
+        costly part, and an exchange the throttle drops is never shipped anyway."""
         now = time.time()
         self.counters.seen(now)
         if not self.options.ships:
+            event = exchange_event(exchange, policy)
             event_log.info("%s", json.dumps(event, separators=(",", ":")))
             return
         admitted, first_drop = self.throttle.admit(now)
@@ -114,7 +117,10 @@ class Shipper:
             if first_drop:
                 self._enqueue(self._throttle_event())
             return
-        self._enqueue(event)
+        if self.stopped_reason or self.queued >= self.options.buffer_max_events:
+            self._enqueue({})  # counted under its reason, no need to build it
+            return
+        self._enqueue(exchange_event(exchange, policy))
 
     def _throttle_event(self) -> dict[str, Any]:
         limit, window = self.throttle.limit, self.throttle.window_sec

@@ -77,6 +77,8 @@ class Upstream:
 
     async def _next(self, within: float) -> tuple[int, Head | bytes | None] | None:
         assert self._messages is not None
+        if self._messages.buffered:
+            return await self._messages.next()  # no network wait, no timer needed
         try:
             async with asyncio.timeout(within):
                 return await self._messages.next()

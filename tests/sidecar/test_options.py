@@ -1,0 +1,64 @@
+"""Options: declared once, flags > env > file, YAML keys by name, flag or env name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cogumi.sidecar.options import SPECS, OptionsError, SidecarOptions, from_argv, resolve
+
+
+def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
+    config = tmp_path / "s.yaml"
+    config.write_text(
+        "ingest-url: http://file\nSIDECAR_TOKEN: file-token\nbatch_max_events: 7\n"
+        "heartbeat_interval: 9\nsink_domains: [a.example, b.example]\n"
+    )
+    env = {"INGEST_URL": "http://env", "BATCH_MAX_EVENTS": "8", "PROJECT_ID": "p-env"}
+    options = from_argv(["--config", str(config), "--batch-max-events", "9",
+                         "--tool-domain", "t1.example", "--tool-domain", "t2.example"], env)  # fmt: skip
+    assert options.ingest_url == "http://env"
+    assert options.token == "file-token"
+    assert options.batch_max_events == 9
+    assert options.heartbeat_interval == 9.0
+    assert options.project_id == "p-env"
+    assert options.sink_domains == ("a.example", "b.example")
+    assert options.tool_domains == ("t1.example", "t2.example")
+    assert options.batch_flush_ms == 500
+    assert "file-token" not in repr(options)
+
+
+def test_defaults_match_the_declarations() -> None:
+    defaults = SidecarOptions()
+    for spec in SPECS:
+        value = getattr(defaults, spec.name)
+        assert (list(value) if spec.kind is list else value) == spec.default, spec.name
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [({"batch_max_events": "0"}, {}, "--batch-max-events"),
+     ({}, {"BATCH_FLUSH_MS": "soon"}, "--batch-flush-ms (env)"),
+     ({"listen": "8080"}, {}, "--listen")],
+)  # fmt: skip
+def test_bad_values_name_the_option(
+    flags: dict[str, str], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(OptionsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        resolve(flags, env)
+
+
+def test_unknown_file_keys_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "s.yaml"
+    config.write_text("ingest_ur: http://typo\n")
+    with pytest.raises(OptionsError, match="unknown option 'ingest_ur'"):
+        from_argv(["--config", str(config)], {})
+
+
+def test_every_option_is_documented() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "sidecar.md").read_text()
+    for spec in SPECS:
+        assert f"`{spec.flag}`" in docs, spec.flag
+        if spec.env:
+            assert f"`{spec.env}`" in docs, spec.env
