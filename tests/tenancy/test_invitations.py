@@ -75,7 +75,11 @@ async def test_preview_is_public(accounts: Accounts, client: httpx.AsyncClient) 
     response = await client.get(f"/api/invitations/{token}")
     assert response.status_code == 200
     preview = response.json()
-    assert (preview["org_name"], preview["email"], preview["role"]) == ("Preview Org", email, "ADMIN")
+    assert (preview["org_name"], preview["email"], preview["role"]) == (
+        "Preview Org",
+        email,
+        "ADMIN",
+    )
     assert preview["expires_at"]
     missing = await client.get(f"/api/invitations/{security.random_token()}")
     assert missing.status_code == 404
@@ -322,9 +326,7 @@ class Inbox:
 async def smtp_server() -> AsyncIterator[tuple[int, Inbox]]:
     inbox = Inbox()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: SMTP(inbox, hostname="localhost"), "127.0.0.1", 0
-    )
+    server = await loop.create_server(lambda: SMTP(inbox, hostname="localhost"), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         yield port, inbox
@@ -388,6 +390,8 @@ async def test_failed_mail_leaves_no_invitation(
         logged = await session.scalar(
             select(func.count())
             .select_from(AuditLog)
-            .where(AuditLog.action == "member.invited", AuditLog.detail["email"].as_string() == email)
+            .where(
+                AuditLog.action == "member.invited", AuditLog.detail["email"].as_string() == email
+            )
         )
     assert logged == 0

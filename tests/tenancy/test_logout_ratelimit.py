@@ -101,9 +101,7 @@ async def test_login_limited_per_email_across_addresses(
                 assert response.status_code == 401
         async with client_for(app, "10.8.0.99") as c:
             # Even the right password is refused until the window ends.
-            assert_rate_limited(
-                await c.post("/api/auth/login", json=_login(owner.email, PASSWORD))
-            )
+            assert_rate_limited(await c.post("/api/auth/login", json=_login(owner.email, PASSWORD)))
 
 
 @pytest.mark.parametrize("limiter", ["memory", "redis"])
@@ -138,7 +136,9 @@ async def test_redis_counts_are_shared_between_processes_and_hide_emails(
             assert_rate_limited(await c.post("/api/auth/login", json=_login(email)))
     redis = Redis.from_url(REDIS_URL)
     try:
-        keys = [k.decode() async for k in redis.scan_iter(match=f"{overrides['redis_key_prefix']}*")]
+        keys = [
+            k.decode() async for k in redis.scan_iter(match=f"{overrides['redis_key_prefix']}*")
+        ]
         assert len(keys) == 2
         assert not any(email in key for key in keys)
         ttls = [await redis.ttl(key) for key in keys]

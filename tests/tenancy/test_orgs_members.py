@@ -37,7 +37,9 @@ async def test_list_and_create_orgs(
     ]
 
 
-async def test_switch_org(accounts: Accounts, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+async def test_switch_org(
+    accounts: Accounts, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
     owner = await accounts.signup()
     other_id = (await owner.client.post("/api/orgs", json={"name": "Second"})).json()["id"]
     switched = await owner.client.post(f"/api/orgs/{other_id}/switch")
