@@ -12,9 +12,8 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
-
 from cogumi.detect.destinations import DestinationRules
+from cogumi.sidecar.apiclient import ApiClient, ApiError
 from cogumi.sidecar.core import Policy
 from cogumi.sidecar.options import SidecarOptions, from_argv
 from cogumi.sidecar.proxy import ProxyServer
@@ -57,7 +56,7 @@ def parse_project_config(answer: Any) -> dict[str, list[str]]:
 class Sidecar:
     """One running sidecar: proxy + shipper + heartbeat + config refresh."""
 
-    def __init__(self, options: SidecarOptions, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, options: SidecarOptions, client: ApiClient | None = None) -> None:
         self.options = options
         self.shipper = Shipper(options, client)
         self.policy = build_policy(options, None)
@@ -84,9 +83,10 @@ class Sidecar:
         url = f"{self.options.ingest_url}/api/sidecar/config"
         try:
             response = await self.shipper.client.get(url, headers=self.shipper._auth())
-            response.raise_for_status()
+            if not response.is_success:
+                raise ApiError(f"the API answered {response.status_code}")
             lists = parse_project_config(response.json())
-        except (httpx.HTTPError, ValueError) as exc:
+        except (ApiError, ValueError) as exc:
             log.warning("project config unavailable (%s); using the options' lists", exc)
             return False
         self.policy = build_policy(self.options, lists)

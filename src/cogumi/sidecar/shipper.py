@@ -21,9 +21,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from cogumi import __version__
+from cogumi.sidecar.apiclient import ApiClient, ApiError, ApiResponse
 from cogumi.sidecar.core import Exchange, Policy, exchange_event, policy_event
 from cogumi.sidecar.options import SidecarOptions
 
@@ -85,9 +84,9 @@ class Throttle:
 class Shipper:
     """Buffer + batch loop + heartbeat + config refresh, one per sidecar."""
 
-    def __init__(self, options: SidecarOptions, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, options: SidecarOptions, client: ApiClient | None = None) -> None:
         self.options = options
-        self.client = client or httpx.AsyncClient(trust_env=False, timeout=10.0)
+        self.client = client or ApiClient()
         self.counters = Counters()
         self.throttle = Throttle(options.throttle_per_window, options.throttle_window_sec)
         self.buffer: deque[dict[str, Any]] = deque()
@@ -198,8 +197,8 @@ class Shipper:
         """One POST; returns the delay before retrying, or None when done with it."""
         url = f"{self.options.ingest_url}/api/ingest/events"
         try:
-            response = await self.client.post(url, json=body, headers=self._auth())
-        except httpx.HTTPError as exc:
+            response = await self.client.post(url, headers=self._auth(), payload=body)
+        except ApiError as exc:
             return self._retry_later(f"ingest unreachable: {type(exc).__name__}", attempt)
         status = response.status_code
         if 200 <= status < 300:
@@ -221,7 +220,7 @@ class Shipper:
     def _auth(self) -> dict[str, str]:
         return {"X-Sidecar-Token": self.options.token or ""}
 
-    def _accepted(self, response: httpx.Response, count: int) -> None:
+    def _accepted(self, response: ApiResponse, count: int) -> None:
         try:
             answer = response.json()
             accepted, dropped = int(answer.get("accepted", count)), int(answer.get("dropped", 0))
@@ -280,8 +279,10 @@ class Shipper:
     async def heartbeat_once(self) -> bool:
         url = f"{self.options.ingest_url}/api/projects/{self.options.project_id}/sidecar/heartbeat"
         try:
-            response = await self.client.post(url, json=self.heartbeat_body(), headers=self._auth())
-        except httpx.HTTPError as exc:
+            response = await self.client.post(
+                url, headers=self._auth(), payload=self.heartbeat_body()
+            )
+        except ApiError as exc:
             log.debug("heartbeat failed: %s", type(exc).__name__)
             return False
         if response.status_code in (401, 403):
@@ -316,8 +317,8 @@ def _backoff(attempt: int) -> float:
     return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
+def _retry_after(response: ApiResponse) -> float | None:
+    value = (response.header("retry-after") or "").strip()
     try:
         return min(max(float(value), 0.0), RETRY_AFTER_MAX_SEC)
     except ValueError:
