@@ -62,3 +62,18 @@ def test_every_option_is_documented() -> None:
         assert f"`{spec.flag}`" in docs, spec.flag
         if spec.env:
             assert f"`{spec.env}`" in docs, spec.env
+
+
+def test_the_sidecar_imports_no_database_or_web_stack() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cogumi.cli, cogumi.sidecar.runner; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'sqlalchemy', 'fastapi', 'starlette', 'alembic', 'httpx', 'cogumi'} "
+        "and not m.startswith(('cogumi.sidecar', 'cogumi.detect', 'cogumi.cli', 'cogumi.tasks')) "
+        "and m != 'cogumi'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
