@@ -229,3 +229,43 @@ async def test_service_never_raises_for_unreachable_hosts(tmp_path: Path) -> Non
     settings = make_settings("sqlite+aiosqlite:///unused.db", tmp_path, request_timeout_sec=TIMEOUT)
     result = await validate_endpoint("http://no-such-host.invalid", settings=settings)
     assert result.ok is False and "could not resolve" in result.reason
+
+
+async def test_validation_does_not_hold_the_write_lock(accounts, settings) -> None:  # type: ignore[no-untyped-def]
+    """While a slow endpoint is being validated, other writes go through at once."""
+    import asyncio
+    import time
+
+    from tests.servers import serve_app
+
+    async def slow_app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        await asyncio.sleep(2)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    owner = await accounts.signup()
+    created = await owner.client.post("/api/projects", json={"name": "slow-target"})
+    project_id = created.json()["id"]
+    async with serve_app(slow_app) as base:
+        validation = asyncio.ensure_future(
+            owner.client.post(
+                f"/api/projects/{project_id}/validate-agent-endpoint", json={"url": base}
+            )
+        )
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        other = await owner.client.post("/api/projects", json={"name": "meanwhile"})
+        elapsed = time.monotonic() - started
+        assert other.status_code == 201
+        assert elapsed < 1.5, f"a write waited {elapsed:.2f}s behind endpoint validation"
+        result = await validation
+    assert result.status_code == 200
+    assert result.json()["ok"] is True

@@ -26,7 +26,14 @@ from cogumi.projects.schemas import (
     ValidateEndpointIn,
     ValidateEndpointOut,
 )
-from cogumi.tenancy.deps import AppSettings, DbSession, ProjectWriter, Reader, TokensManager
+from cogumi.tenancy.deps import (
+    AppSettings,
+    DbSession,
+    ProjectWriter,
+    Reader,
+    TokensManager,
+    finish_transaction,
+)
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
@@ -175,5 +182,6 @@ async def validate_agent_endpoint(
     url = (body.url if body else None) or project.agent_test_url
     if not url:
         raise BadRequest('the project has no agent_test_url; send {"url": ...} to test one')
+    await finish_transaction(session)
     check = await validation.validate_endpoint(url, settings=settings)
     return ValidateEndpointOut(**check.__dict__)

@@ -50,6 +50,17 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def finish_transaction(session: AsyncSession) -> None:
+    """Commit the request's transaction early, before slow outbound work.
+
+    After this the handler must not touch ``session`` again. Used where a
+    request calls out (endpoint validation): holding a transaction, and on
+    SQLite the write lock, for seconds of someone else's latency would stall
+    every other writer.
+    """
+    await session.commit()
+
+
 AppSettings = Annotated[Settings, Depends(get_settings)]
 DbSession = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
