@@ -243,6 +243,16 @@ def timing(scan: Callable[[str], object], texts: list[str], body: str) -> dict[s
     return {"us_per_2kb_body": round(runs[3] * 1e6, 1), "mb_per_s": round(size / elapsed / 1e6, 2)}
 
 
+def cpu_calibration_ms() -> float:
+    """A fixed pure-Python workload, so figures from a busy or slow machine can be compared."""
+    runs = []
+    for _ in range(5):
+        start = time.perf_counter()
+        sum(range(1_000_000))
+        runs.append(time.perf_counter() - start)
+    return round(min(runs) * 1e3, 2)
+
+
 def cogumi_scan(text: str) -> dict[str, float]:
     best: dict[str, float] = {}
     for m in find_secrets(text):
@@ -296,6 +306,7 @@ def main() -> None:
     predicted = [cogumi_scan(t) for t in texts]
     result: dict[str, Any] = {
         "dataset": {"path": str(args.dataset), "rows": len(rows)},
+        "cpu_calibration_ms": cpu_calibration_ms(),
         "cogumi": {
             "per_kind_at_0.5": per_kind(rows, predicted, 0.5),
             "binary_at_0.3": binary(

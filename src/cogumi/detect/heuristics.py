@@ -113,7 +113,9 @@ def shannon_entropy(value: str) -> float:
     if not value:
         return 0.0
     total = len(value)
-    return math.log2(total) - math.fsum(map(_xlogx, Counter(value).values())) / total
+    counts = Counter(value).values()
+    table = _XLOGX.__getitem__ if total <= 4096 else _xlogx
+    return math.log2(total) - sum(map(table, counts)) / total
 
 
 def looks_random(value: str, *, min_ratio: float = 0.8) -> bool:

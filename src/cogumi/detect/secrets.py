@@ -42,10 +42,7 @@ def _glued(text: str, pos: int) -> bool:
     return pos > 0 and (text[pos - 1].isalnum() or text[pos - 1] == "_")
 
 
-def _candidates(rule: Rule, text: str, low: str) -> Iterator[re.Match[str]]:
-    positions = _anchor_positions(low, rule.anchors)
-    if not positions:
-        return
+def _candidates(rule: Rule, text: str, positions: list[int]) -> Iterator[re.Match[str]]:
     if not rule.at_anchor:
         yield from rule.pattern.finditer(text)
         return
@@ -59,9 +56,9 @@ def _candidates(rule: Rule, text: str, low: str) -> Iterator[re.Match[str]]:
             yield m
 
 
-def _rule_hits(rule: Rule, text: str, low: str) -> Iterator[SecretMatch]:
+def _rule_hits(rule: Rule, text: str, positions: list[int]) -> Iterator[SecretMatch]:
     group: str | int = "secret" if "secret" in rule.pattern.groupindex else 0
-    for m in _candidates(rule, text, low):
+    for m in _candidates(rule, text, positions):
         value = m.group(group)
         confidence: float | None = rule.confidence
         if rule.check is not None:
@@ -105,7 +102,9 @@ def scan_all(text: str, *, canaries: Collection[str] = ()) -> list[SecretMatch]:
     low = _lower_same_length(text)
     hits: list[SecretMatch] = list(find_canaries(text, canaries))
     for rule in RULES:
-        hits.extend(_rule_hits(rule, text, low))
+        positions = _anchor_positions(low, rule.anchors)
+        if positions:
+            hits.extend(_rule_hits(rule, text, positions))
     hits.extend(_structural_hits(text))
     return hits
 
