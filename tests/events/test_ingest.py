@@ -245,7 +245,8 @@ async def test_heartbeat_connection_and_config(accounts: Accounts) -> None:
         f"/api/projects/{sidecar.project_id}/sidecar/heartbeat",
         json={
             "sidecar_version": "0.1.0",
-            "counters": {"sent": 5, "dropped_throttled": 2, "queued": 0},
+            "state": "shipping",
+            "counters": {"sent": 5, "queued": 0, "dropped": {"throttled": 2}, "dropped_total": 2},
         },
     )
     assert beat.status_code == 204, beat.text
@@ -257,7 +258,10 @@ async def test_heartbeat_connection_and_config(accounts: Accounts) -> None:
     assert after["sidecar_version"] == "0.1.0"
     assert after["events_last_minute"] == 2
     assert after["last_event_at"] is not None
-    assert after["counters"]["dropped_throttled"] == 2
+    assert after["counters"]["dropped"] == {"throttled": 2}
+    async with accounts.sessionmaker() as session:
+        token = await session.get(SidecarToken, sidecar.token_id)
+        assert token is not None and token.events_dropped == 2 and token.events_accepted == 2
     config = (await sidecar.client.get("/api/sidecar/config")).json()
     assert config["tool_domains"] == ["tools.example.com"]
     assert config["sink_domains"] == ["attacker-sink.local"]

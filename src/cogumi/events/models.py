@@ -38,6 +38,7 @@ class Event(IdMixin, TenantMixin, Base):
     dest_path: Mapped[str | None] = mapped_column(String(2048), default=None)
     dest_port: Mapped[int | None] = mapped_column(Integer, default=None)
     classification: Mapped[str | None] = mapped_column(String(32), default=None)
+    sensitive_path: Mapped[str | None] = mapped_column(String(255), default=None)
     http_method: Mapped[str | None] = mapped_column(String(16), default=None)
     status_code: Mapped[int | None] = mapped_column(Integer, default=None)
     bytes_out: Mapped[int | None] = mapped_column(BigInteger, default=None)
@@ -46,6 +47,7 @@ class Event(IdMixin, TenantMixin, Base):
     payload_redacted: Mapped[dict[str, Any]] = mapped_column(default=dict)
     matches: Mapped[list[Any]] = mapped_column(default=list)
     integrity_hash: Mapped[str] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(String(2048), default=None)
     sidecar_token_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("sidecar_tokens.id", ondelete="SET NULL"), default=None
     )

@@ -40,6 +40,9 @@ class DestinationIn(Input):
     path: Long = ""
     port: int | None = Field(default=None, ge=0, le=65535)
     classification: Classification = "unknown"
+    sensitive_path: Short | None = Field(
+        default=None, description="The project's sensitive-path pattern this path hit, if any."
+    )
 
 
 class HttpIn(Input):
@@ -67,6 +70,11 @@ class EventIn(Input):
     # Free-form but bounded: the server truncates it to 64 KB and re-redacts it.
     payload_redacted: dict[str, Any] = Field(default_factory=dict)
     matches: list[MatchIn] = Field(default_factory=list, max_length=100)
+    error: Long | None = Field(default=None, description="What went wrong upstream, if anything.")
+    integrity_hash: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None,
+        description="Ignored on ingest: the server hashes the payload it actually stores.",
+    )
     schema_version: int = Field(default=1, ge=1, le=1)
 
 
@@ -87,7 +95,12 @@ class IngestResult(Output):
 
 class HeartbeatIn(Input):
     sidecar_version: Annotated[str, StringConstraints(max_length=64)] = ""
-    counters: dict[str, int | float] = Field(default_factory=dict, max_length=64)
+    project_id: uuid.UUID | None = None
+    started_at: float | None = Field(default=None, ge=0)
+    uptime_sec: float | None = Field(default=None, ge=0)
+    state: Annotated[str, StringConstraints(max_length=32)] = ""
+    # sent, queued, dropped_total, events_per_minute... and ``dropped`` by reason.
+    counters: dict[str, int | float | dict[str, int]] = Field(default_factory=dict, max_length=64)
 
 
 class SidecarConfigOut(Output):
@@ -124,6 +137,7 @@ class EventOut(Output):
     http: dict[str, Any] | None
     payload_redacted: dict[str, Any]
     matches: list[dict[str, Any]]
+    error: str | None
     integrity_hash: str
 
     @classmethod
@@ -145,6 +159,7 @@ class EventOut(Output):
                 "path": row.dest_path,
                 "port": row.dest_port,
                 "classification": row.classification,
+                "sensitive_path": row.sensitive_path,
             }
             if has_dest
             else None,
@@ -159,6 +174,7 @@ class EventOut(Output):
             else None,
             payload_redacted=row.payload_redacted,
             matches=list(row.matches),
+            error=row.error,
             integrity_hash=row.integrity_hash,
         )
 

@@ -99,6 +99,7 @@ def event_row(
         "dest_path": destination.path if destination else None,
         "dest_port": destination.port if destination else None,
         "classification": destination.classification if destination else None,
+        "sensitive_path": destination.sensitive_path if destination else None,
         "http_method": http.method.upper() if http and http.method else None,
         "status_code": http.status_code if http else None,
         "bytes_out": http.bytes_out if http else None,
@@ -107,6 +108,7 @@ def event_row(
         "payload_redacted": payload,
         "matches": [m.model_dump() for m in event.matches],
         "integrity_hash": integrity_hash(payload),
+        "error": event.error,
         "sidecar_token_id": token_id,
     }
 
@@ -227,6 +229,8 @@ async def _touch_status(
         status.last_heartbeat_at = utcnow()
         status.sidecar_version = heartbeat.sidecar_version
         status.counters = dict(heartbeat.counters)
+        if heartbeat.state:
+            status.counters["state"] = heartbeat.state
     await session.flush()
     return status
 
@@ -238,8 +242,9 @@ async def record_heartbeat(
         raise Forbidden("this sidecar token belongs to another project", field="project_id")
     await _touch_status(session, token=token, heartbeat=heartbeat)
     token.last_seen_at = utcnow()
-    dropped = int(sum(v for k, v in heartbeat.counters.items() if k.startswith("dropped")))
-    token.events_dropped = max(token.events_dropped, dropped)
+    dropped = heartbeat.counters.get("dropped_total")
+    if isinstance(dropped, int | float):
+        token.events_dropped = max(token.events_dropped, int(dropped))
 
 
 async def connection_state(session: AsyncSession, *, project: Project) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 07:35:13.203237
+Create Date: 2026-11-27 07:47:00.314128
 """
 
 from collections.abc import Sequence
@@ -410,6 +410,7 @@ def upgrade() -> None:
         sa.Column("dest_path", sa.String(length=2048), nullable=True),
         sa.Column("dest_port", sa.Integer(), nullable=True),
         sa.Column("classification", sa.String(length=32), nullable=True),
+        sa.Column("sensitive_path", sa.String(length=255), nullable=True),
         sa.Column("http_method", sa.String(length=16), nullable=True),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("bytes_out", sa.BigInteger(), nullable=True),
@@ -418,6 +419,7 @@ def upgrade() -> None:
         sa.Column("payload_redacted", sa.JSON(), nullable=False),
         sa.Column("matches", sa.JSON(), nullable=False),
         sa.Column("integrity_hash", sa.String(length=64), nullable=False),
+        sa.Column("error", sa.String(length=2048), nullable=True),
         sa.Column("sidecar_token_id", sa.Uuid(), nullable=True),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("org_id", sa.Uuid(), nullable=False),
