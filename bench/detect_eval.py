@@ -70,27 +70,28 @@ KIND_OF_RULE: dict[str, set[str]] = {
 }
 """Nosey Parker rule name -> the kinds this detector should report for its positives."""
 
-EXTRA_KINDS: dict[tuple[str, int], set[str]] = {
-    # Reviewed by hand: rows that really contain a credential of this kind,
-    # although the row belongs to another rule or is that rule's negative.
-    ("np.aws.4", 0): {"AWS_SECRET_KEY", "JWT"},
-    ("np.amazonmws.1", 0): {"AWS_ACCESS_KEY"},
-    ("np.slack.2", 0): {"SLACK_TOKEN"},
-    ("np.slack.2", 1): {"SLACK_TOKEN"},
-    ("np.slack.2", 2): {"SLACK_TOKEN"},
-    ("np.slack.4", 0): {"SLACK_TOKEN"},
-    ("np.slack.4", 1): {"SLACK_TOKEN"},
-    ("np.slack.4", 2): {"SLACK_TOKEN"},
-    ("np.slack.6", 0): {"SLACK_TOKEN"},
-    ("np.slack.6", 1): {"SLACK_TOKEN"},
-    ("np.slack.6", 2): {"SLACK_TOKEN"},
-    ("np.slack.6", 3): {"SLACK_TOKEN"},
-    ("np.mongodb.1", 0): {"URL_CREDENTIALS"},
-    ("np.square.2", 0): {"SQUARE_TOKEN"},
+EXTRA_KINDS: dict[tuple[str, int, int], set[str]] = {
+    # (rule_id, label, example_index), reviewed by hand: rows that really contain
+    # a credential of this kind although they belong to another rule or are
+    # that rule's negative.
+    ("np.aws.4", 1, 0): {"AWS_SECRET_KEY", "JWT"},
+    ("np.aws.5", 1, 0): {"AWS_ACCESS_KEY"},
+    ("np.bitbucket.1", 1, 0): {"URL_CREDENTIALS"},
+    ("np.slack.2", 0, 0): {"SLACK_TOKEN"},
+    ("np.slack.2", 0, 1): {"SLACK_TOKEN"},
+    ("np.slack.2", 0, 2): {"SLACK_TOKEN"},
+    ("np.slack.4", 0, 0): {"SLACK_TOKEN"},
+    ("np.slack.4", 0, 1): {"SLACK_TOKEN"},
+    ("np.slack.4", 0, 2): {"SLACK_TOKEN"},
+    ("np.slack.6", 0, 0): {"SLACK_TOKEN"},
+    ("np.slack.6", 0, 1): {"SLACK_TOKEN"},
+    ("np.slack.6", 0, 2): {"SLACK_TOKEN"},
+    ("np.slack.6", 0, 3): {"SLACK_TOKEN"},
+    ("np.mongodb.1", 0, 0): {"URL_CREDENTIALS"},
 }
 
 NEGATIVES_WITH_SECRETS: dict[tuple[str, int], str] = {
-    # Negatives of one rule that still hold a credential (another type, or the
+    # (rule_id, example_index) of negatives of one rule that still hold a credential (another type, or the
     # same value without the context that rule wants); reviewed by hand and
     # left out of the binary "no secret here" set.
     ("np.auth0.1", 0): "Auth0 client secret",
@@ -175,7 +176,7 @@ def _key(row: dict[str, Any]) -> tuple[str, int]:
 
 def expected_kinds(row: dict[str, Any]) -> set[str]:
     kinds = set(KIND_OF_RULE.get(row["rule_name"], set())) if row["label"] == 1 else set()
-    return kinds | EXTRA_KINDS.get(_key(row), set())
+    return kinds | EXTRA_KINDS.get((row["rule_id"], row["label"], row["example_index"]), set())
 
 
 def _ratio(a: int, b: int) -> float | None:
