@@ -1,0 +1,1 @@
+"""Campaign engine: attack library, evaluators, runner, scoring and story building."""
