@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
+from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -395,3 +402,83 @@ async def test_failed_mail_leaves_no_invitation(
             )
         )
     assert logged == 0
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, written as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "smtp.crt", tmp_path / "smtp.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_starttls_and_login_are_used_when_configured(
+    custom_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server refuses mail before STARTTLS and AUTH; the invitation still arrives."""
+    cert_path, key_path = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))  # the client trusts this cert only
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert_path, key_path)
+    logins: list[tuple[str, bytes]] = []
+
+    def authenticator(
+        server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        logins.append((data.login.decode(), data.password))
+        return AuthResult(success=data.login == b"mailer" and data.password == b"s3cret")
+
+    inbox = Inbox()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(
+            inbox,
+            hostname="localhost",
+            tls_context=server_tls,
+            require_starttls=True,
+            auth_required=True,
+            authenticator=authenticator,
+        ),
+        "127.0.0.1",
+        0,
+    )
+    settings = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": server.sockets[0].getsockname()[1],
+        "smtp_starttls": True,
+        "smtp_user": "mailer",
+        "smtp_password": "s3cret",
+    }
+    try:
+        async with custom_app(**settings) as app, _signup_on(app) as owner:
+            email = unique_email("guest")
+            response = await owner.post("/api/invitations", json={"email": email, "role": "VIEWER"})
+            assert response.status_code == 201, response.text
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert logins == [("mailer", b"s3cret")]
+    assert [m.rcpt_tos for m in inbox.messages] == [[email]]
