@@ -156,7 +156,7 @@ async def test_timeout_and_refused_and_guard() -> None:
         adapter = build_adapter(
             url=url, config={"kind": "native"}, allow_private=True, timeout_sec=0.2, retries=1
         )
-        with pytest.raises(AdapterError, match="did not answer within 0.2s"):
+        with pytest.raises(AdapterError, match=r"did not answer within 0\.2s"):
             await adapter.send(run_id="r", session_id="s", message="m", metadata={})
         await adapter.aclose()
     refused = build_adapter(
