@@ -26,6 +26,7 @@ async def test_malformed_json_is_422_naming_the_body(client: httpx.AsyncClient) 
     body = response.json()
     assert_error_shape(body, "validation_error")
     assert body["fields"][0]["type"] == "json_invalid"
+    assert body["fields"][0]["field"] == "body"
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from cogumi.app import api_route_table
-from cogumi.projects.models import Project, SidecarToken
+from cogumi.projects.models import Canary, Project, SidecarToken
 from cogumi.runs.models import Run, RunStatus
 from cogumi.tenancy import security
 from cogumi.tenancy.models import ApiKey, Invitation, Membership, Role, User
@@ -73,6 +73,9 @@ ACCESS: dict[tuple[str, str], str | Permission] = {
     ("GET", "/api/projects/{project_id}/connect-snippets"): Permission.READ,
     ("POST", "/api/projects/{project_id}/validate-agent-endpoint"): Permission.PROJECTS_WRITE,
     ("GET", "/api/projects/{project_id}/connection"): Permission.READ,
+    ("POST", "/api/projects/{project_id}/canaries"): Permission.PROJECTS_WRITE,
+    ("GET", "/api/projects/{project_id}/canaries"): Permission.READ,
+    ("DELETE", "/api/projects/{project_id}/canaries/{canary_id}"): Permission.PROJECTS_WRITE,
     ("POST", "/api/ingest/events"): SIDECAR,
     ("POST", "/api/projects/{project_id}/sidecar/heartbeat"): SIDECAR,
     ("GET", "/api/sidecar/config"): SIDECAR,
@@ -111,6 +114,7 @@ class World:
             "invitation_id": self._invitation,
             "key_id": self._api_key,
             "run_id": self._run,
+            "canary_id": self._canary,
         }
         return await makers[param](org_id)
 
@@ -167,6 +171,13 @@ class World:
         )
         await self._add(key)
         return {"key_id": key.id}
+
+    async def _canary(self, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
+        ids = await self._project(org_id)
+        canary = Canary(id=uuid.uuid4(), org_id=org_id, project_id=ids["project_id"], kind="JWT",
+                        hash=uuid.uuid4().hex * 2, preview="eyJ…x1")  # fmt: skip
+        await self._add(canary)
+        return {**ids, "canary_id": canary.id}
 
     async def _run(self, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
         ids = await self._project(org_id)

@@ -23,6 +23,7 @@ def api_routers() -> list[APIRouter]:
     from cogumi.events import routes as events_routes
     from cogumi.health import routes as health_routes
     from cogumi.projects import routes as projects_routes
+    from cogumi.projects import routes_canaries
     from cogumi.tenancy import oidc as oidc_routes
     from cogumi.tenancy import routes as tenancy_routes
 
@@ -31,6 +32,7 @@ def api_routers() -> list[APIRouter]:
         *tenancy_routes.routers,
         oidc_routes.router,
         projects_routes.router,
+        routes_canaries.router,
         events_routes.router,
     ]
 

@@ -138,9 +138,11 @@ def validation_fields(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for err in errors:
         loc = tuple(err.get("loc", ()))
+        # A JSON syntax error's location is a character offset, not a field.
+        field = "body" if err.get("type") == "json_invalid" else _field_name(loc)
         out.append(
             {
-                "field": _field_name(loc),
+                "field": field,
                 "loc": list(loc),
                 "message": str(err.get("msg", "invalid value")),
                 "type": str(err.get("type", "value_error")),

@@ -78,3 +78,26 @@ class SidecarToken(IdMixin, TenantMixin, TimestampMixin, Base):
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
     events_accepted: Mapped[int] = mapped_column(Integer, default=0)
     events_dropped: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Canary(IdMixin, TenantMixin, TimestampMixin, Base):
+    """A fake secret the platform minted for a project's sandbox; only hash + preview kept.
+
+    Any later sighting of a value with this hash (in a reply, an outbound
+    request, at the sink) is a confirmed leak: nobody else could know it.
+    """
+
+    __tablename__ = "canaries"
+    __table_args__ = (UniqueConstraint("project_id", "hash"),)
+
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    hash: Mapped[str] = mapped_column(String(64))
+    preview: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(120), default="")
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 07:47:00.314128
+Create Date: 2026-11-27 07:55:33.988837
 """
 
 from collections.abc import Sequence
@@ -274,6 +274,43 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_audit_log_org_id"), ["org_id"], unique=False)
 
     op.create_table(
+        "canaries",
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("preview", sa.String(length=64), nullable=False),
+        sa.Column("label", sa.String(length=120), nullable=False),
+        sa.Column("created_by", sa.Uuid(), nullable=True),
+        sa.Column("revoked_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["created_by"],
+            ["users.id"],
+            name=op.f("fk_canaries_created_by_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_canaries_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_canaries_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_canaries")),
+        sa.UniqueConstraint("project_id", "hash", name=op.f("uq_canaries_project_id")),
+    )
+    with op.batch_alter_table("canaries", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_canaries_org_id"), ["org_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_canaries_project_id"), ["project_id"], unique=False)
+
+    op.create_table(
         "ingest_batches",
         sa.Column("project_id", sa.Uuid(), nullable=False),
         sa.Column("batch_id", sa.String(length=64), nullable=False),
@@ -324,6 +361,12 @@ def upgrade() -> None:
         sa.Column("config", sa.JSON(), nullable=False),
         sa.Column("created_by", sa.Uuid(), nullable=True),
         sa.Column("failure_reason", sa.String(length=2000), nullable=True),
+        sa.Column("cancel_requested_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("enqueued_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_owner", sa.String(length=128), nullable=True),
+        sa.Column("lease_expires_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("duration_cap_sec", sa.Integer(), nullable=False),
         sa.Column("last_seq", sa.Integer(), nullable=False),
         sa.Column("last_stream_seq", sa.Integer(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -348,7 +391,16 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_runs_org_id"), ["org_id"], unique=False)
+        batch_op.create_index("ix_runs_project_created", ["project_id", "created_at"], unique=False)
         batch_op.create_index("ix_runs_project_status", ["project_id", "status"], unique=False)
+        batch_op.create_index("ix_runs_status_lease", ["status", "lease_expires_at"], unique=False)
+        batch_op.create_index(
+            "uq_runs_one_active_per_project",
+            ["project_id"],
+            unique=True,
+            sqlite_where=sa.text("status IN ('queued', 'running')"),
+            postgresql_where=sa.text("status IN ('queued', 'running')"),
+        )
 
     op.create_table(
         "sidecar_tokens",
@@ -454,6 +506,147 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "findings",
+        sa.Column("run_id", sa.Uuid(), nullable=False),
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("script_id", sa.String(length=64), nullable=False),
+        sa.Column("technique_id", sa.String(length=128), nullable=False),
+        sa.Column("category", sa.String(length=64), nullable=False),
+        sa.Column("title", sa.String(length=300), nullable=False),
+        sa.Column(
+            "severity",
+            sa.Enum(
+                "critical",
+                "high",
+                "medium",
+                "low",
+                "info",
+                name="severity",
+                native_enum=False,
+                length=16,
+            ),
+            nullable=False,
+        ),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "confirmed",
+                "attempted",
+                "suspected",
+                name="finding_status",
+                native_enum=False,
+                length=16,
+            ),
+            nullable=False,
+        ),
+        sa.Column("score", sa.Integer(), nullable=False),
+        sa.Column("confidence", sa.Float(), nullable=False),
+        sa.Column("summary", sa.String(length=4000), nullable=False),
+        sa.Column("evidence_event_ids", sa.JSON(), nullable=False),
+        sa.Column("narrative_steps", sa.JSON(), nullable=False),
+        sa.Column("remediation_md", sa.String(length=20000), nullable=False),
+        sa.Column("owasp", sa.JSON(), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column(
+            "triage_status",
+            sa.Enum(
+                "open", "fixed", "accepted", name="triage_status", native_enum=False, length=16
+            ),
+            nullable=False,
+        ),
+        sa.Column("owner", sa.String(length=320), nullable=True),
+        sa.Column("eta", sa.Date(), nullable=True),
+        sa.Column("why_it_works", sa.String(length=4000), nullable=False),
+        sa.Column("verification_step", sa.String(length=4000), nullable=False),
+        sa.Column("triaged_by", sa.Uuid(), nullable=True),
+        sa.Column("updated_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_findings_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_findings_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["runs.id"], name=op.f("fk_findings_run_id_runs"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["triaged_by"],
+            ["users.id"],
+            name=op.f("fk_findings_triaged_by_users"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_findings")),
+        sa.UniqueConstraint("run_id", "fingerprint", name=op.f("uq_findings_run_id")),
+    )
+    with op.batch_alter_table("findings", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_findings_org_id"), ["org_id"], unique=False)
+        batch_op.create_index(
+            "ix_findings_project_fingerprint", ["project_id", "fingerprint"], unique=False
+        )
+
+    op.create_table(
+        "script_results",
+        sa.Column("run_id", sa.Uuid(), nullable=False),
+        sa.Column("script_id", sa.String(length=64), nullable=False),
+        sa.Column("technique_id", sa.String(length=128), nullable=False),
+        sa.Column(
+            "result",
+            sa.Enum(
+                "pass",
+                "fail",
+                "blocked",
+                "inconclusive",
+                name="script_result",
+                native_enum=False,
+                length=16,
+            ),
+            nullable=False,
+        ),
+        sa.Column("score", sa.Integer(), nullable=False),
+        sa.Column(
+            "severity",
+            sa.Enum(
+                "critical",
+                "high",
+                "medium",
+                "low",
+                "info",
+                name="severity",
+                native_enum=False,
+                length=16,
+            ),
+            nullable=False,
+        ),
+        sa.Column("confidence", sa.Float(), nullable=False),
+        sa.Column("summary", sa.String(length=4000), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_script_results_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["runs.id"], name=op.f("fk_script_results_run_id_runs"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_script_results")),
+        sa.UniqueConstraint("run_id", "script_id", name=op.f("uq_script_results_run_id")),
+    )
+    with op.batch_alter_table("script_results", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_script_results_org_id"), ["org_id"], unique=False)
+
+    op.create_table(
         "sidecar_status",
         sa.Column("token_id", sa.Uuid(), nullable=False),
         sa.Column("project_id", sa.Uuid(), nullable=False),
@@ -461,6 +654,7 @@ def upgrade() -> None:
         sa.Column("last_heartbeat_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_event_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("counters", sa.JSON(), nullable=False),
+        sa.Column("watermark", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("org_id", sa.Uuid(), nullable=False),
         sa.ForeignKeyConstraint(
             ["org_id"],
@@ -512,11 +706,80 @@ def upgrade() -> None:
     with op.batch_alter_table("stream_messages", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_stream_messages_org_id"), ["org_id"], unique=False)
 
+    op.create_table(
+        "story_steps",
+        sa.Column("run_id", sa.Uuid(), nullable=False),
+        sa.Column("ts", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("seq_start", sa.Integer(), nullable=True),
+        sa.Column("seq_end", sa.Integer(), nullable=True),
+        sa.Column("script_id", sa.String(length=64), nullable=True),
+        sa.Column(
+            "step_kind",
+            sa.Enum(
+                "attempt",
+                "confirmed",
+                "blocked",
+                "info",
+                "quota",
+                name="step_kind",
+                native_enum=False,
+                length=16,
+            ),
+            nullable=False,
+        ),
+        sa.Column(
+            "severity",
+            sa.Enum(
+                "critical",
+                "high",
+                "medium",
+                "low",
+                "info",
+                name="severity",
+                native_enum=False,
+                length=16,
+            ),
+            nullable=False,
+        ),
+        sa.Column("status", sa.String(length=16), nullable=True),
+        sa.Column("claim_title", sa.String(length=300), nullable=False),
+        sa.Column("claim_summary", sa.String(length=4000), nullable=False),
+        sa.Column("attack_style", sa.String(length=64), nullable=True),
+        sa.Column("evidence_event_ids", sa.JSON(), nullable=False),
+        sa.Column("finding_id", sa.Uuid(), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["finding_id"],
+            ["findings.id"],
+            name=op.f("fk_story_steps_finding_id_findings"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_story_steps_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["runs.id"], name=op.f("fk_story_steps_run_id_runs"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_story_steps")),
+    )
+    with op.batch_alter_table("story_steps", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_story_steps_org_id"), ["org_id"], unique=False)
+        batch_op.create_index("ix_story_steps_run_order", ["run_id", "seq_end", "ts"], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("story_steps", schema=None) as batch_op:
+        batch_op.drop_index("ix_story_steps_run_order")
+        batch_op.drop_index(batch_op.f("ix_story_steps_org_id"))
+
+    op.drop_table("story_steps")
     with op.batch_alter_table("stream_messages", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_stream_messages_org_id"))
 
@@ -526,6 +789,15 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_sidecar_status_org_id"))
 
     op.drop_table("sidecar_status")
+    with op.batch_alter_table("script_results", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_script_results_org_id"))
+
+    op.drop_table("script_results")
+    with op.batch_alter_table("findings", schema=None) as batch_op:
+        batch_op.drop_index("ix_findings_project_fingerprint")
+        batch_op.drop_index(batch_op.f("ix_findings_org_id"))
+
+    op.drop_table("findings")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index("ix_events_project_received")
         batch_op.drop_index(batch_op.f("ix_events_org_id"))
@@ -537,7 +809,14 @@ def downgrade() -> None:
 
     op.drop_table("sidecar_tokens")
     with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_runs_one_active_per_project",
+            sqlite_where=sa.text("status IN ('queued', 'running')"),
+            postgresql_where=sa.text("status IN ('queued', 'running')"),
+        )
+        batch_op.drop_index("ix_runs_status_lease")
         batch_op.drop_index("ix_runs_project_status")
+        batch_op.drop_index("ix_runs_project_created")
         batch_op.drop_index(batch_op.f("ix_runs_org_id"))
 
     op.drop_table("runs")
@@ -545,6 +824,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_ingest_batches_org_id"))
 
     op.drop_table("ingest_batches")
+    with op.batch_alter_table("canaries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_canaries_project_id"))
+        batch_op.drop_index(batch_op.f("ix_canaries_org_id"))
+
+    op.drop_table("canaries")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_log_org_id"))
         batch_op.drop_index("ix_audit_log_org_created")
