@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     login_rate_window_sec: int = Field(
         default=60, ge=1, description="Window of the login/register rate limit, in seconds."
     )
+    ingest_rate_limit_per_min: int = Field(
+        default=300,
+        ge=1,
+        description="Events one sidecar token may ingest per minute; a batch that goes over "
+        "is refused with 429 and `Retry-After` (the sidecar retries it).",
+    )
     allow_private_targets: bool | None = Field(
         default=None,
         description="Allow agent endpoints on loopback and private ranges. Unset: on in "

@@ -91,7 +91,13 @@ async def test_batch_is_stored_exactly(accounts: Accounts) -> None:
         "/api/ingest/events", json=batch(sidecar, [http_event(1), http_event(2)])
     )
     assert response.status_code == 200, response.text
-    assert response.json() == {"ok": True, "accepted": 2, "dropped": 0, "duplicate": False}
+    assert response.json() == {
+        "ok": True,
+        "accepted": 2,
+        "dropped": 0,
+        "duplicate": False,
+        "run_active": False,
+    }
     events = await stored(accounts, sidecar.project_id)
     assert len(events) == 2
     first = next(e for e in events if e.dest_path == "/v1/items/1")
@@ -183,7 +189,13 @@ async def test_duplicate_batch_stores_nothing_twice(accounts: Accounts) -> None:
     again = await sidecar.client.post("/api/ingest/events", json=body)
     assert first.json()["accepted"] == 3
     assert again.status_code == 200
-    assert again.json() == {"ok": True, "accepted": 3, "dropped": 0, "duplicate": True}
+    assert again.json() == {
+        "ok": True,
+        "accepted": 3,
+        "dropped": 0,
+        "duplicate": True,
+        "run_active": False,
+    }
     concurrent = await asyncio.gather(
         *[
             sidecar.client.post(
@@ -249,7 +261,8 @@ async def test_heartbeat_connection_and_config(accounts: Accounts) -> None:
             "counters": {"sent": 5, "queued": 0, "dropped": {"throttled": 2}, "dropped_total": 2},
         },
     )
-    assert beat.status_code == 204, beat.text
+    assert beat.status_code == 200, beat.text
+    assert beat.json() == {"ok": True, "run_active": False}
     await sidecar.client.post(
         "/api/ingest/events", json=batch(sidecar, [http_event(), http_event()])
     )

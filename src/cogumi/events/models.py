@@ -81,6 +81,8 @@ class SidecarStatus(TenantMixin, Base):
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
     last_event_at: Mapped[datetime | None] = mapped_column(default=None)
     counters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Latest ingest watermark of this sidecar (see events.service.watermark_for_project).
+    watermark: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class StreamMessage(IdMixin, TenantMixin, Base):

@@ -21,6 +21,7 @@ from cogumi.events.schemas import (
     EventOut,
     EventPage,
     HeartbeatIn,
+    HeartbeatOut,
     IngestBatchIn,
     IngestResult,
     SidecarConfigOut,
@@ -50,20 +51,41 @@ async def sidecar_token(
 SidecarAuth = Annotated[SidecarToken, Depends(sidecar_token)]
 
 
-@router.post("/ingest/events", response_model=IngestResult)
+@router.post(
+    "/ingest/events",
+    response_model=IngestResult,
+    responses={429: {"description": "Over the token's events/min; see `Retry-After`."}},
+)
 async def ingest_events(
-    body: IngestBatchIn, token: SidecarAuth, session: DbSession
+    body: IngestBatchIn, token: SidecarAuth, session: DbSession, request: Request
 ) -> IngestResult:
-    """Store a batch of sidecar events. A repeated ``batch_id`` stores nothing twice."""
+    """Store a batch of sidecar events. A repeated ``batch_id`` stores nothing twice.
+
+    Each token may send ``COGUMI_INGEST_RATE_LIMIT_PER_MIN`` events a minute,
+    counted by events, not requests.
+    """
+    await service.check_ingest_rate(
+        request.app.state.rate_limiter,
+        token=token,
+        events=len(body.events),
+        per_min=request.app.state.settings.ingest_rate_limit_per_min,
+    )
     return await service.ingest_batch(session, token=token, batch=body)
 
 
-@router.post("/projects/{project_id}/sidecar/heartbeat", status_code=204)
+@router.post("/projects/{project_id}/sidecar/heartbeat", response_model=HeartbeatOut)
 async def heartbeat(
     project_id: uuid.UUID, body: HeartbeatIn, token: SidecarAuth, session: DbSession
-) -> None:
-    """Record the sidecar's version and counters (sent, dropped, queued...)."""
-    await service.record_heartbeat(session, token=token, project_id=project_id, heartbeat=body)
+) -> HeartbeatOut:
+    """Record the sidecar's version and counters (sent, dropped, queued...).
+
+    ``run_active`` tells the sidecar whether a campaign is running, so it knows
+    how often to refresh its watermark.
+    """
+    active = await service.record_heartbeat(
+        session, token=token, project_id=project_id, heartbeat=body
+    )
+    return HeartbeatOut(ok=True, run_active=active)
 
 
 @router.get("/sidecar/config", response_model=SidecarConfigOut)

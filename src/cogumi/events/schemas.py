@@ -84,6 +84,12 @@ class IngestBatchIn(Input):
     sidecar_version: Annotated[str, StringConstraints(max_length=64)] = ""
     batch_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     events: list[EventIn] = Field(max_length=MAX_EVENTS_PER_BATCH)
+    watermark: datetime | None = Field(
+        default=None,
+        description="Every exchange the sidecar saw start before this instant has completed "
+        "and was shipped in this batch or an earlier one. A batch may carry no events and "
+        "only a fresh watermark.",
+    )
 
 
 class IngestResult(Output):
@@ -91,6 +97,16 @@ class IngestResult(Output):
     accepted: int
     dropped: int
     duplicate: bool = False
+    run_active: bool = Field(
+        default=False,
+        description="A campaign of the project is running: the sidecar then refreshes its "
+        "watermark every flush interval instead of once per heartbeat.",
+    )
+
+
+class HeartbeatOut(Output):
+    ok: bool
+    run_active: bool
 
 
 class HeartbeatIn(Input):

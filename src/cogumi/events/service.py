@@ -9,6 +9,13 @@ One batch is one transaction:
    concurrent batches into one run get disjoint, gap-free ranges (a rollback
    rolls the bump back too);
 3. the events go in with one multi-row insert (no ORM objects per event).
+
+Before any of that, the token's events/min budget is charged by the number
+of events in the batch (429 with ``Retry-After`` once it is spent). A batch
+may also carry the sidecar's *watermark*: the instant before which every
+exchange it saw has been shipped. The latest one per token is kept, so the
+engine can tell when a step's network evidence is complete
+(:func:`watermark_for_project`) instead of sleeping a fixed grace period.
 """
 
 from __future__ import annotations
@@ -24,13 +31,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogumi.db.base import utcnow
-from cogumi.errors import Forbidden, NotFound
+from cogumi.errors import Forbidden, NotFound, PayloadTooLarge, TooManyRequests
 from cogumi.events.models import Event, IngestBatch, SidecarStatus
 from cogumi.events.schemas import EventIn, HeartbeatIn, IngestBatchIn, IngestResult
-from cogumi.projects.models import Project, SidecarToken
+from cogumi.projects.models import Project, SidecarToken, TokenStatus
 from cogumi.runs.models import Run, RunStatus
+from cogumi.tenancy.ratelimit import RateLimiter
 
 PAYLOAD_LIMIT = 64 * 1024
+INGEST_WINDOW_SEC = 60
+# A sidecar counts towards the project's watermark while it heartbeats (every 15 s by default).
+WATERMARK_FRESH = timedelta(minutes=2)
 _PREVIEW_KEYS = ("body_redacted_preview", "summary")
 
 
@@ -177,6 +188,34 @@ async def _stored_result(
     return IngestResult(ok=True, accepted=accepted, dropped=0, duplicate=True)
 
 
+async def check_ingest_rate(
+    limiter: RateLimiter, *, token: SidecarToken, events: int, per_min: int
+) -> None:
+    """Charge the token's per-minute budget by the batch's event count.
+
+    Over budget: 429 with ``Retry-After`` (the sidecar keeps the batch and
+    retries it). A batch bigger than a whole minute's budget could never get
+    in, so it is refused as too large (the sidecar counts it as dropped).
+    """
+    if events == 0:
+        return
+    if events > per_min:
+        raise PayloadTooLarge(
+            f"a batch of {events} events exceeds the ingest limit of {per_min} events per "
+            "minute; send smaller batches",
+            limit=per_min,
+        )
+    wait = await limiter.hit(
+        f"ingest:{token.id}", limit=per_min, window_sec=INGEST_WINDOW_SEC, cost=events
+    )
+    if wait is not None:
+        raise TooManyRequests(
+            f"this sidecar token sent more than {per_min} events in a minute",
+            retry_after=wait,
+            limit=per_min,
+        )
+
+
 async def ingest_batch(
     session: AsyncSession, *, token: SidecarToken, batch: IngestBatchIn
 ) -> IngestResult:
@@ -184,11 +223,15 @@ async def ingest_batch(
     if batch.project_id != token.project_id:
         raise Forbidden("this sidecar token belongs to another project", field="project_id")
     count = len(batch.events)
+    now = utcnow()
+    if count == 0:  # only a watermark: nothing to deduplicate, nothing to number
+        await _touch_status(session, token=token, watermark=_bounded(batch.watermark, now))
+        return IngestResult(ok=True, accepted=0, dropped=0, run_active=await _run_active(
+            session, project_id=token.project_id, run_id=batch.run_id))  # fmt: skip
     if await _claim_batch(session, token=token, batch=batch, accepted=count) is None:
         return await _stored_result(session, project_id=token.project_id, batch_id=batch.batch_id)
     run = await _target_run(session, project_id=token.project_id, run_id=batch.run_id)
-    first = await reserve_seq(session, run_id=run.id, count=count) if run and count else None
-    now = utcnow()
+    first = await reserve_seq(session, run_id=run.id, count=count) if run else None
     rows = [
         event_row(
             event,
@@ -201,15 +244,36 @@ async def ingest_batch(
         )
         for i, event in enumerate(batch.events)
     ]
-    if rows:
-        await session.execute(insert(Event), rows)
-        await _touch_status(session, token=token, last_event_at=now)
-        await session.execute(
-            update(SidecarToken)
-            .where(SidecarToken.id == token.id)
-            .values(events_accepted=SidecarToken.events_accepted + count, last_seen_at=now)
-        )
-    return IngestResult(ok=True, accepted=count, dropped=0)
+    await session.execute(insert(Event), rows)
+    await _touch_status(
+        session, token=token, last_event_at=now, watermark=_bounded(batch.watermark, now)
+    )
+    await session.execute(
+        update(SidecarToken)
+        .where(SidecarToken.id == token.id)
+        .values(events_accepted=SidecarToken.events_accepted + count, last_seen_at=now)
+    )
+    active = run is not None and run.status == RunStatus.running
+    return IngestResult(ok=True, accepted=count, dropped=0, run_active=active)
+
+
+def _bounded(watermark: datetime | None, now: datetime) -> datetime | None:
+    """A watermark is never later than its arrival: a fast sidecar clock cannot
+    declare the future complete. Naive times are read as UTC."""
+    if watermark is None:
+        return None
+    if watermark.tzinfo is None:
+        watermark = watermark.replace(tzinfo=now.tzinfo)
+    return min(watermark, now)
+
+
+async def _run_active(
+    session: AsyncSession, *, project_id: uuid.UUID, run_id: uuid.UUID | None
+) -> bool:
+    query = select(Run.id).where(Run.project_id == project_id, Run.status == RunStatus.running)
+    if run_id is not None:
+        query = query.where(Run.id == run_id)
+    return await session.scalar(query.limit(1)) is not None
 
 
 async def _touch_status(
@@ -218,6 +282,7 @@ async def _touch_status(
     token: SidecarToken,
     last_event_at: datetime | None = None,
     heartbeat: HeartbeatIn | None = None,
+    watermark: datetime | None = None,
 ) -> SidecarStatus:
     status = await session.get(SidecarStatus, token.id)
     if status is None:
@@ -225,6 +290,8 @@ async def _touch_status(
         session.add(status)
     if last_event_at is not None:
         status.last_event_at = last_event_at
+    if watermark is not None and (status.watermark is None or watermark > status.watermark):
+        status.watermark = watermark  # a retried older batch never moves it back
     if heartbeat is not None:
         status.last_heartbeat_at = utcnow()
         status.sidecar_version = heartbeat.sidecar_version
@@ -237,7 +304,8 @@ async def _touch_status(
 
 async def record_heartbeat(
     session: AsyncSession, *, token: SidecarToken, project_id: uuid.UUID, heartbeat: HeartbeatIn
-) -> None:
+) -> bool:
+    """Store the heartbeat; returns whether a campaign of the project is running."""
     if project_id != token.project_id:
         raise Forbidden("this sidecar token belongs to another project", field="project_id")
     await _touch_status(session, token=token, heartbeat=heartbeat)
@@ -245,6 +313,28 @@ async def record_heartbeat(
     dropped = heartbeat.counters.get("dropped_total")
     if isinstance(dropped, int | float):
         token.events_dropped = max(token.events_dropped, int(dropped))
+    return await _run_active(session, project_id=project_id, run_id=None)
+
+
+async def watermark_for_project(session: AsyncSession, *, project_id: uuid.UUID) -> datetime | None:
+    """Up to when the project's network evidence is complete, or None if unknown.
+
+    The *earliest* watermark of the project's live sidecars (active token,
+    heartbeat in the last two minutes): evidence is complete only once every
+    sidecar that could have seen the agent's traffic has shipped it. Sidecars
+    that never sent a watermark (older versions) do not count.
+    """
+    since = utcnow() - WATERMARK_FRESH
+    return await session.scalar(
+        select(func.min(SidecarStatus.watermark))
+        .join(SidecarToken, SidecarToken.id == SidecarStatus.token_id)
+        .where(
+            SidecarStatus.project_id == project_id,
+            SidecarToken.status == TokenStatus.active,
+            SidecarStatus.last_heartbeat_at >= since,
+            SidecarStatus.watermark.is_not(None),
+        )
+    )
 
 
 async def connection_state(session: AsyncSession, *, project: Project) -> dict[str, Any]:

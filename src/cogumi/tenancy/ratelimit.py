@@ -1,4 +1,4 @@
-"""Fixed-window rate limits for sign-in and sign-up.
+"""Fixed-window rate limits for sign-in, sign-up and event ingest.
 
 Two backends share one small interface and are chosen once at app start:
 in-process counters for the embedded mode (one server process), and Redis
@@ -27,8 +27,11 @@ _PURGE_AT = 10_000
 
 
 class RateLimiter(Protocol):
-    async def hit(self, key: str, *, limit: int, window_sec: int) -> int | None:
-        """Count one attempt on ``key``; seconds to wait if it went over ``limit``, else None."""
+    async def hit(self, key: str, *, limit: int, window_sec: int, cost: int = 1) -> int | None:
+        """Count ``cost`` units on ``key``; seconds to wait if it went over ``limit``, else None.
+
+        ``cost`` weights one call, e.g. by the number of events in an ingest batch.
+        """
         ...
 
     async def close(self) -> None: ...
@@ -48,12 +51,12 @@ class MemoryRateLimiter:
         self._clock = clock
         self._counts: dict[str, tuple[int, int]] = {}
 
-    async def hit(self, key: str, *, limit: int, window_sec: int) -> int | None:
+    async def hit(self, key: str, *, limit: int, window_sec: int, cost: int = 1) -> int | None:
         index, left = _window(self._clock(), window_sec)
         if len(self._counts) >= _PURGE_AT:
             self._purge(index)
         seen_index, count = self._counts.get(key, (index, 0))
-        count = count + 1 if seen_index == index else 1
+        count = count + cost if seen_index == index else cost
         self._counts[key] = (index, count)
         return left if count > limit else None
 
@@ -72,11 +75,11 @@ class RedisRateLimiter:
         self._redis: Redis = Redis.from_url(url)
         self._prefix = prefix
 
-    async def hit(self, key: str, *, limit: int, window_sec: int) -> int | None:
+    async def hit(self, key: str, *, limit: int, window_sec: int, cost: int = 1) -> int | None:
         index, left = _window(time.time(), window_sec)
         name = f"{self._prefix}rl:{key}:{index}"
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(name)
+            pipe.incrby(name, cost)
             pipe.expire(name, left + 1)
             count, _ = await pipe.execute()
         return left if int(count) > limit else None
