@@ -180,3 +180,15 @@ def build_story(events: Sequence[Mapping[str, Any]]) -> list[StoryStepData]:
         else:
             previous = event
     return steps
+
+
+def marker_step(
+    event: Mapping[str, Any], events: Sequence[Mapping[str, Any]]
+) -> StoryStepData | None:
+    """The step one marker event makes, given the run's events so far (live use).
+
+    The same function :func:`build_story` applies on replay, so the live feed
+    and a replay agree.
+    """
+    ordered = sorted(events, key=lambda e: (e.get("seq") is None, e.get("seq") or 0))
+    return _marker_step(event, ordered, {str(e["id"]): e for e in ordered})
