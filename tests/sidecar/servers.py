@@ -106,8 +106,10 @@ async def _send_json(
 class Ingest:
     """The fake ingest API: records batches, heartbeats and config fetches."""
 
-    batches: list[dict[str, Any]] = field(default_factory=list)
-    batch_ids: list[str] = field(default_factory=list)
+    batches: list[dict[str, Any]] = field(default_factory=list)  # with events, deduplicated
+    batch_ids: list[str] = field(default_factory=list)  # every attempt of a batch with events
+    received: list[dict[str, Any]] = field(default_factory=list)  # every accepted body, in order
+    run_active: bool = False
     heartbeats: list[dict[str, Any]] = field(default_factory=list)
     config_fetches: int = 0
     raw: list[bytes] = field(default_factory=list)
@@ -141,7 +143,7 @@ class Ingest:
             await _send_json(send, self.config_status, self.config)
         elif path == f"/api/projects/{PROJECT_ID}/sidecar/heartbeat" and method == "POST":
             self.heartbeats.append(json.loads(body))
-            await _send_json(send, 200, {"ok": True})
+            await _send_json(send, 200, {"ok": True, "run_active": self.run_active})
         elif path == "/api/ingest/events" and method == "POST":
             await self._ingest(body, send)
         else:
@@ -149,16 +151,19 @@ class Ingest:
 
     async def _ingest(self, body: bytes, send: Any) -> None:
         batch = json.loads(body)
-        self.batch_ids.append(batch["batch_id"])
+        if batch["events"]:
+            self.batch_ids.append(batch["batch_id"])
         if self.fail_status:
             extra = [(b"retry-after", self.retry_after.encode())] if self.retry_after else []
             await _send_json(send, self.fail_status, {"error": "failing"}, extra)
             return
         self.raw.append(body)
-        if batch["batch_id"] not in {b["batch_id"] for b in self.batches}:
+        self.received.append(batch)
+        if batch["events"] and batch["batch_id"] not in {b["batch_id"] for b in self.batches}:
             self.batches.append(batch)
         self.arrived.set()
-        await _send_json(send, 200, {"ok": True, "accepted": len(batch["events"]), "dropped": 0})
+        answer = {"ok": True, "accepted": len(batch["events"]), "dropped": 0}
+        await _send_json(send, 200, answer | {"run_active": self.run_active})
 
 
 @dataclass

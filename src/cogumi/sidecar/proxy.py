@@ -48,6 +48,7 @@ FLUSH_AT = 64 * 1024
 NO_BODY_STATUS = frozenset({204, 304})
 
 Emit = Callable[[Exchange, Policy], None]
+Opened = Callable[[Exchange], None]
 
 
 class ClientGone(Exception):
@@ -88,10 +89,19 @@ def _simple_response(status: int, reason: str, body: bytes, *, close: bool) -> b
 class ProxyServer:
     """Owns the listening socket, the upstream pool and the live connections."""
 
-    def __init__(self, options: SidecarOptions, policy: Callable[[], Policy], emit: Emit) -> None:
+    def __init__(
+        self,
+        options: SidecarOptions,
+        policy: Callable[[], Policy],
+        emit: Emit,
+        opened: Opened | None = None,
+    ) -> None:
         self.options = options
         self.policy = policy
         self.emit = emit
+        # Told when an exchange starts (its ``emit`` always follows), so the
+        # shipper's watermark can wait for exchanges still in flight.
+        self.opened = opened
         self.pool = UpstreamPool(connect_timeout=options.connect_timeout)
         self.server: asyncio.base_events.Server | None = None
         self._idle: dict[asyncio.Task[Any], bool] = {}
@@ -186,6 +196,8 @@ class ProxyServer:
         ex = Exchange(method=head.method, host=host, port=port, path=path,
                       request_headers=head.headers, request_body=Preview(limit),
                       response_body=Preview(self.options.preview_bytes))  # fmt: skip
+        if self.opened is not None:
+            self.opened(ex)
         try:
             if (head.get("expect") or "").lower() == "100-continue":
                 client.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -326,6 +338,8 @@ class ProxyServer:
             return
         policy = self.policy()
         ex = Exchange(method="CONNECT", host=host, port=port, request_headers=head.headers)
+        if self.opened is not None:
+            self.opened(ex)
         try:
             await self._open_tunnel(messages, reader, client, ex, policy)
         except asyncio.CancelledError:

@@ -61,7 +61,9 @@ class Sidecar:
         self.shipper = Shipper(options, client)
         self.policy = build_policy(options, None)
         self.config_source = "options"
-        self.proxy = ProxyServer(options, lambda: self.policy, self.shipper.submit)
+        self.proxy = ProxyServer(
+            options, lambda: self.policy, self.shipper.submit, self.shipper.opened
+        )
         self.address: tuple[str, int] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 

@@ -7,23 +7,33 @@ the API stores it once; retries back off exponentially with jitter and honour
 ``Retry-After``; 401/403 stop shipping (loudly) while the proxy keeps serving.
 Every event that does not make it is counted under a reason, and the counters
 go out with each heartbeat.
+
+Each batch also carries a *watermark*: an instant such that every exchange
+that started before it has completed and is in this batch or an earlier one.
+It is held back by exchanges still in flight (the proxy reports each one as it
+opens) and by events still waiting in the buffer, so a slow upstream call
+never lets the engine think a step's evidence is complete. With nothing to
+ship, a watermark-only batch goes out every ``batch_flush_ms`` while the API
+says a campaign is running, else once per heartbeat interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cogumi import __version__
 from cogumi.sidecar.apiclient import ApiClient, ApiError, ApiResponse
-from cogumi.sidecar.core import Exchange, Policy, exchange_event, policy_event
+from cogumi.sidecar.core import Exchange, Policy, exchange_event, iso_ts, policy_event
 from cogumi.sidecar.options import SidecarOptions
 
 log = logging.getLogger("cogumi.sidecar")
@@ -32,6 +42,8 @@ event_log = logging.getLogger("cogumi.sidecar.events")
 RETRY_BASE_SEC = 0.25
 RETRY_MAX_SEC = 30.0
 RETRY_AFTER_MAX_SEC = 300.0
+
+BuildEvent = Callable[[Exchange, Policy], dict[str, Any]]
 
 
 @dataclass
@@ -89,8 +101,12 @@ class Shipper:
         self.client = client or ApiClient()
         self.counters = Counters()
         self.throttle = Throttle(options.throttle_per_window, options.throttle_window_sec)
-        self.buffer: deque[dict[str, Any]] = deque()
+        # (start time of what the event records, event): the start holds the watermark back.
+        self.buffer: deque[tuple[float, dict[str, Any]]] = deque()
         self.in_flight = 0
+        self.open_exchanges: dict[int, float] = {}  # id(exchange) -> its start
+        self.watermark = 0.0
+        self.run_active = False
         self.stopped_reason: str | None = None
         self.state = "starting"
         self.started_at = time.time()
@@ -101,25 +117,38 @@ class Shipper:
         self._drained.set()
 
     # --- intake (sync, called from the proxy for every exchange) ----------------
-    def submit(self, exchange: Exchange, policy: Policy) -> None:
+    def opened(self, exchange: Exchange) -> None:
+        """The proxy started an exchange: the watermark waits for it."""
+        self.open_exchanges[id(exchange)] = exchange.ts
+
+    def submit(
+        self, exchange: Exchange, policy: Policy, build: BuildEvent = exchange_event
+    ) -> None:
+        """Queue the event of a finished exchange (and release its hold on the watermark)."""
+        try:
+            self._submit(exchange, policy, build)
+        finally:
+            self.open_exchanges.pop(id(exchange), None)
+
+    def _submit(self, exchange: Exchange, policy: Policy, build: BuildEvent) -> None:
         """Throttle first, then build the event: detection and redaction are the
         costly part, and an exchange the throttle drops is never shipped anyway."""
         now = time.time()
         self.counters.seen(now)
         if not self.options.ships:
-            event = exchange_event(exchange, policy)
+            event = build(exchange, policy)
             event_log.info("%s", json.dumps(event, separators=(",", ":")))
             return
         admitted, first_drop = self.throttle.admit(now)
         if not admitted:
             self.counters.dropped["throttled"] += 1
             if first_drop:
-                self._enqueue(self._throttle_event())
+                self._enqueue(self._throttle_event(), now)
             return
         if self.stopped_reason or self.queued >= self.options.buffer_max_events:
-            self._enqueue({})  # counted under its reason, no need to build it
+            self._enqueue({}, now)  # counted under its reason, no need to build it
             return
-        self._enqueue(exchange_event(exchange, policy))
+        self._enqueue(build(exchange, policy), exchange.ts)
 
     def _throttle_event(self) -> dict[str, Any]:
         limit, window = self.throttle.limit, self.throttle.window_sec
@@ -131,14 +160,14 @@ class Shipper:
             window_sec=window,
         )
 
-    def _enqueue(self, event: dict[str, Any]) -> None:
+    def _enqueue(self, event: dict[str, Any], started: float) -> None:
         if self.stopped_reason:
             self.counters.dropped[self.stopped_reason] += 1
             return
         if len(self.buffer) + self.in_flight >= self.options.buffer_max_events:
             self.counters.dropped["buffer_full"] += 1
             return
-        self.buffer.append(event)
+        self.buffer.append((started, event))
         self._drained.clear()
         self._wake.set()
         if len(self.buffer) >= self.options.batch_max_events:
@@ -151,7 +180,12 @@ class Shipper:
     # --- the batch loop -----------------------------------------------------------
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
+            try:
+                async with asyncio.timeout(self._idle_interval()):
+                    await self._wake.wait()
+            except TimeoutError:
+                await self._ship_watermark()
+                continue
             if not self._closing and len(self.buffer) < self.options.batch_max_events:
                 try:
                     async with asyncio.timeout(self.options.batch_flush_ms / 1000):
@@ -160,31 +194,59 @@ class Shipper:
                     pass
             await self._ship_one_batch()
 
+    def _idle_interval(self) -> float:
+        """How long an empty buffer waits before a watermark-only batch."""
+        if self.run_active:
+            return self.options.batch_flush_ms / 1000
+        return self.options.heartbeat_interval
+
+    def next_watermark(self, now: float | None = None) -> float:
+        """The latest instant before which everything seen has been cut into a batch:
+        not past an exchange in flight nor an event still in the buffer. Never moves back."""
+        candidates = [time.time() if now is None else now, *self.open_exchanges.values()]
+        if self.buffer:
+            candidates.append(min(started for started, _ in self.buffer))
+        self.watermark = max(self.watermark, min(candidates))
+        return self.watermark
+
     async def _ship_one_batch(self) -> None:
         size = min(len(self.buffer), self.options.batch_max_events)
-        events = [self.buffer.popleft() for _ in range(size)]
+        events = [self.buffer.popleft()[1] for _ in range(size)]
         if len(self.buffer) < self.options.batch_max_events:
             self._full.clear()
         if not self.buffer:
             self._wake.clear()
         if not events:
+            await self._ship_watermark()
             return
+        watermark = self.next_watermark()
         self.in_flight = len(events)
         try:
-            await self._deliver(events)
+            await self._deliver(events, watermark)
         finally:
             self.in_flight = 0
             if not self.buffer:
                 self._drained.set()
 
-    async def _deliver(self, events: list[dict[str, Any]]) -> None:
-        body = {
+    async def _ship_watermark(self) -> None:
+        """A batch without events: one attempt, a fresher one replaces it if it fails."""
+        if self.stopped_reason or self.buffer or self.in_flight:
+            return
+        body = self._body([], self.next_watermark())
+        await self._attempt(body, 0, 0)
+
+    def _body(self, events: list[dict[str, Any]], watermark: float) -> dict[str, Any]:
+        return {
             "project_id": self.options.project_id,
             "run_id": None,
             "sidecar_version": __version__,
             "batch_id": str(uuid.uuid4()),
             "events": events,
+            "watermark": iso_ts(watermark),
         }
+
+    async def _deliver(self, events: list[dict[str, Any]], watermark: float) -> None:
+        body = self._body(events, watermark)
         attempt = 0
         while True:
             delay = await self._attempt(body, len(events), attempt)
@@ -224,6 +286,7 @@ class Shipper:
         try:
             answer = response.json()
             accepted, dropped = int(answer.get("accepted", count)), int(answer.get("dropped", 0))
+            self._note_run_active(answer.get("run_active"))
         except (ValueError, AttributeError, TypeError):
             accepted, dropped = count, 0
         self.counters.sent += accepted
@@ -233,6 +296,13 @@ class Shipper:
         if self.state != "ok":
             log.info("shipping events to %s", self.options.ingest_url)
         self.state = "ok"
+
+    def _note_run_active(self, value: object) -> None:
+        """The API says whether a campaign runs; on a switch to running, refresh now."""
+        active = value is True
+        if active and not self.run_active:
+            self._wake.set()  # the loop wakes, finds no events and ships a watermark
+        self.run_active = active
 
     def _retry_later(self, why: str, attempt: int) -> float:
         self.counters.ingest_failures += 1
@@ -287,6 +357,9 @@ class Shipper:
             return False
         if response.status_code in (401, 403):
             log.error("heartbeat refused (%d): check SIDECAR_TOKEN", response.status_code)
+        if response.is_success:
+            with contextlib.suppress(ValueError, AttributeError):
+                self._note_run_active(response.json().get("run_active"))
         return response.is_success
 
     async def heartbeat_loop(self) -> None:
