@@ -71,5 +71,22 @@ def sidecar(ctx: typer.Context) -> None:
         raise typer.Exit(2) from exc
 
 
+@app.command(
+    name="demo-agent",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def demo_agent(ctx: typer.Context) -> None:
+    """Deliberately vulnerable tool-using agent with switchable flaws (--help for options)."""
+    from cogumi.demo_agent.options import OptionsError
+    from cogumi.demo_agent.server import main as demo_agent_main
+
+    try:
+        demo_agent_main(ctx.args)
+    except OptionsError as exc:
+        typer.echo(f"cogumi demo-agent: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def main() -> None:
     app()
