@@ -23,8 +23,9 @@ from typing import Any
 import httpx
 
 from cogumi.app import api_route_table
+from cogumi.findings.models import Finding, FindingStatus
 from cogumi.projects.models import Canary, Project, SidecarToken
-from cogumi.runs.models import Run, RunStatus
+from cogumi.runs.models import Run, RunStatus, Severity
 from cogumi.tenancy import security
 from cogumi.tenancy.models import ApiKey, Invitation, Membership, Role, User
 from cogumi.tenancy.permissions import Permission, allows
@@ -81,6 +82,15 @@ ACCESS: dict[tuple[str, str], str | Permission] = {
     ("GET", "/api/sidecar/config"): SIDECAR,
     ("GET", "/api/runs/{run_id}/events"): Permission.READ,
     ("GET", "/api/runs/{run_id}/stream"): Permission.READ,
+    ("POST", "/api/projects/{project_id}/runs"): Permission.RUNS_START,
+    ("GET", "/api/projects/{project_id}/runs"): Permission.READ,
+    ("GET", "/api/runs/{run_id}"): Permission.READ,
+    ("POST", "/api/runs/{run_id}/cancel"): Permission.RUNS_START,
+    ("GET", "/api/runs/{run_id}/story"): Permission.READ,
+    ("GET", "/api/runs/{run_id}/results"): Permission.READ,
+    ("GET", "/api/runs/{run_id}/findings"): Permission.READ,
+    ("GET", "/api/findings/{finding_id}"): Permission.READ,
+    ("PATCH", "/api/findings/{finding_id}"): Permission.FINDINGS_TRIAGE,
 }
 
 
@@ -97,6 +107,7 @@ def body_for(method: str, path: str) -> dict[str, Any] | None:
         ("POST", "/api/projects/{project_id}/validate-agent-endpoint"): {
             "url": "http://127.0.0.1:9/"
         },
+        ("PATCH", "/api/findings/{finding_id}"): {"status": "accepted"},
     }
     return bodies.get((method, path))
 
@@ -115,6 +126,7 @@ class World:
             "key_id": self._api_key,
             "run_id": self._run,
             "canary_id": self._canary,
+            "finding_id": self._finding,
         }
         return await makers[param](org_id)
 
@@ -186,6 +198,29 @@ class World:
         )
         await self._add(run)
         return {"run_id": run.id}
+
+    async def _finding(self, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
+        ids = await self._run(org_id)
+        async with self.accounts.sessionmaker() as session:
+            run = await session.get(Run, ids["run_id"])
+        assert run is not None
+        finding = Finding(
+            id=uuid.uuid4(),
+            org_id=org_id,
+            run_id=run.id,
+            project_id=run.project_id,
+            script_id="S1",
+            technique_id="T-S1-secret-output",
+            category="secret_leakage",
+            title="Secret in reply",
+            severity=Severity.high,
+            status=FindingStatus.confirmed,
+            score=100,
+            confidence=1.0,
+            fingerprint=uuid.uuid4().hex,
+        )
+        await self._add(finding)
+        return {"finding_id": finding.id}
 
 
 def params_of(path: str) -> list[str]:

@@ -14,6 +14,7 @@ from cogumi.db.engine import make_engine, make_sessionmaker
 from cogumi.errors import install_error_handlers, install_integrity_handler
 from cogumi.events.bus import make_bus
 from cogumi.middleware import BodyLimitMiddleware
+from cogumi.runs.runtime import start_runtime
 from cogumi.tenancy.deps import get_principal
 from cogumi.tenancy.ratelimit import make_rate_limiter
 
@@ -21,9 +22,11 @@ from cogumi.tenancy.ratelimit import make_rate_limiter
 def api_routers() -> list[APIRouter]:
     """Every JSON API router, in one explicit list (mounted under ``/api``)."""
     from cogumi.events import routes as events_routes
+    from cogumi.findings import routes as findings_routes
     from cogumi.health import routes as health_routes
     from cogumi.projects import routes as projects_routes
     from cogumi.projects import routes_canaries
+    from cogumi.runs import routes as runs_routes
     from cogumi.tenancy import oidc as oidc_routes
     from cogumi.tenancy import routes as tenancy_routes
 
@@ -34,6 +37,8 @@ def api_routers() -> list[APIRouter]:
         projects_routes.router,
         routes_canaries.router,
         events_routes.router,
+        runs_routes.router,
+        findings_routes.router,
     ]
 
 
@@ -57,9 +62,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.rate_limiter = make_rate_limiter(settings)
         app.state.live_bus = await make_bus(settings.redis_url, settings.redis_key_prefix)
+        app.state.runs = await start_runtime(
+            settings=settings, sessionmaker=app.state.sessionmaker, bus=app.state.live_bus
+        )
+        app.state.run_queue = app.state.runs.queue
         try:
             yield
         finally:
+            await app.state.runs.close()
             await app.state.live_bus.close()
             await app.state.rate_limiter.close()
             await engine.dispose()

@@ -55,6 +55,28 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
+@app.command()
+def worker(
+    executor: str = typer.Option(
+        None, hidden=True, help="Campaign executor as module:function (default: the engine)."
+    ),
+) -> None:
+    """Execute campaigns from the Redis queue (scale-out mode; needs COGUMI_REDIS_URL)."""
+    import asyncio
+    import logging
+
+    from cogumi.config import Settings
+    from cogumi.runs.runtime import load_executor, run_worker_process
+
+    settings = Settings()
+    if not settings.redis_url:
+        typer.echo("cogumi worker: set COGUMI_REDIS_URL (embedded `serve` runs its own worker)")
+        raise typer.Exit(2)
+    logging.basicConfig(level=settings.log_level.upper())
+    chosen = load_executor(executor) if executor else None
+    asyncio.run(run_worker_process(settings, executor=chosen))
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,

@@ -115,6 +115,29 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest JSON body accepted by the API."
     )
+    run_duration_cap_sec: int = Field(
+        default=900,
+        ge=10,
+        description="Longest a campaign may run, in seconds; past it the run stops at the "
+        "next step and ends `failed` with reason `duration cap reached`.",
+    )
+    run_lease_sec: int = Field(
+        default=60,
+        ge=2,
+        description="Lease a worker holds on a running campaign, renewed every third of it; "
+        "when it lapses the worker is presumed dead and the run is retried or failed.",
+    )
+    run_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="How many times a campaign is started before a lost worker fails it.",
+    )
+    run_reaper_interval_sec: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often every worker (and `serve`) looks for runs with a lapsed lease "
+        "or a queued job that was never picked up.",
+    )
     log_level: str = Field(default="INFO", description="Python log level.")
 
     @field_validator("database_url")

@@ -1,0 +1,1 @@
+"""Findings: proven weaknesses with their chain of evidence, fingerprints and triage."""
