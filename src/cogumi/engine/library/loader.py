@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -75,14 +76,14 @@ class Technique(_Strict):
     evaluator: Ident
     description: Text
 
-    @model_validator(mode="after")
-    def _known_evaluator(self) -> Technique:
+    @field_validator("evaluator")
+    @classmethod
+    def _known_evaluator(cls, name: str) -> str:
         from cogumi.engine.evaluators import EVALUATORS
 
-        if self.evaluator not in EVALUATORS:
-            known = ", ".join(sorted(EVALUATORS))
-            raise ValueError(f"unknown evaluator {self.evaluator!r} (known: {known})")
-        return self
+        if name not in EVALUATORS:
+            raise ValueError(f"unknown evaluator {name!r} (known: {', '.join(sorted(EVALUATORS))})")
+        return name
 
 
 class Step(_Strict):
@@ -94,13 +95,14 @@ class Step(_Strict):
     session: SessionLabel = "main"
     expects: str = ""
 
-    @model_validator(mode="after")
-    def _known_placeholders(self) -> Step:
-        unknown = set(_PLACEHOLDER.findall(self.prompt)) - PLACEHOLDERS
+    @field_validator("prompt")
+    @classmethod
+    def _known_placeholders(cls, prompt: str) -> str:
+        unknown = set(_PLACEHOLDER.findall(prompt)) - PLACEHOLDERS
         if unknown:
             allowed = ", ".join("{" + p + "}" for p in sorted(PLACEHOLDERS))
             raise ValueError(f"unknown placeholder {sorted(unknown)[0]!r} (allowed: {allowed})")
-        return self
+        return prompt
 
 
 class Script(_Strict):
