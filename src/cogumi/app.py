@@ -21,6 +21,7 @@ from cogumi.tenancy.ratelimit import make_rate_limiter
 
 def api_routers() -> list[APIRouter]:
     """Every JSON API router, in one explicit list (mounted under ``/api``)."""
+    from cogumi.engine import routes as engine_routes
     from cogumi.events import routes as events_routes
     from cogumi.findings import routes as findings_routes
     from cogumi.health import routes as health_routes
@@ -37,6 +38,7 @@ def api_routers() -> list[APIRouter]:
         projects_routes.router,
         routes_canaries.router,
         events_routes.router,
+        engine_routes.router,
         runs_routes.router,
         findings_routes.router,
     ]

@@ -38,12 +38,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cogumi.config import Settings
 from cogumi.db.base import utcnow
 from cogumi.db.engine import transaction
-from cogumi.engine import story
+from cogumi.engine import custom, story
+from cogumi.engine import variants as variant_store
 from cogumi.engine.adapters import AdapterError, TargetAdapter, build_adapter
 from cogumi.engine.evaluators import get as get_evaluator
 from cogumi.engine.evaluators import new_nonce
-from cogumi.engine.library.loader import Library, Script, Step, Technique, fill, load_builtin
-from cogumi.engine.library.styles import render_variants
+from cogumi.engine.library.loader import Library, Script, Step, Technique, fill
+from cogumi.engine.library.styles import Variant, render_variants
 from cogumi.engine.observation import Context, Evidence, NetEvent, Turn, Verdict
 from cogumi.engine.recorder import Recorder, upgrade_canaries
 from cogumi.engine.scoring import Scored, risk_score
@@ -207,7 +208,7 @@ class Campaign:
                 )
             )
         steps = [s for s in script.steps if s.kind != "control"]
-        variants = {s.id: render_variants(s, self.styles, self.intensity, self.rng) for s in steps}  # type: ignore[arg-type]
+        variants = {s.id: await self._variants(script, s) for s in steps}
         passes = max((len(v) for v in variants.values()), default=0)
         verdicts: list[Verdict] = []
         for index in range(passes):
@@ -222,6 +223,16 @@ class Campaign:
         if not steps and controls:
             verdicts.append(self._judge(technique, controls))
         return verdicts
+
+    async def _variants(self, script: Script, step: Step) -> list[Variant]:
+        """This step's phrasings: freshly rendered, stored, then the project's least used."""
+        rendered = render_variants(step, self.styles, self.intensity, self.rng)  # type: ignore[arg-type]
+        async with transaction(self.sessionmaker) as session:
+            chosen = await variant_store.choose(
+                session, org_id=self.run.org_id, project_id=self.run.project_id,
+                script_id=script.id, step_id=step.id, rendered=rendered, styles=self.styles,
+            )  # fmt: skip
+        return chosen or rendered
 
     async def _stop(self) -> bool:
         if not self.stopped and await self.should_stop():
@@ -381,11 +392,12 @@ async def load_campaign(
         if run is None:
             raise CampaignError(f"run {run_id} not found")
         hashes = await canary_hashes(session, project_id=run.project_id)
+        if library is None:
+            library = await custom.org_library(session, org_id=run.org_id)
     project = dict(run.config.get("project") or {})
     url = project.get("agent_test_url")
     if not url:
         raise CampaignError("the project has no agent test URL; set one and validate it first")
-    library = library or load_builtin()
     ctx = Context(
         sink_domains=frozenset(project.get("sink_domains") or []),
         tool_domains=frozenset(project.get("tool_domains") or []),

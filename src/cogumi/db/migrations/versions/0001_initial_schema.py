@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 07:55:33.988837
+Create Date: 2026-11-27 08:01:30.307084
 """
 
 from collections.abc import Sequence
@@ -89,6 +89,34 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_api_keys_org_id"), ["org_id"], unique=False)
+
+    op.create_table(
+        "custom_libraries",
+        sa.Column("name", sa.String(length=120), nullable=False),
+        sa.Column("document", sa.JSON(), nullable=False),
+        sa.Column("script_ids", sa.JSON(), nullable=False),
+        sa.Column("created_by", sa.Uuid(), nullable=True),
+        sa.Column("updated_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["created_by"],
+            ["users.id"],
+            name=op.f("fk_custom_libraries_created_by_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_custom_libraries_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_custom_libraries")),
+        sa.UniqueConstraint("org_id", "name", name=op.f("uq_custom_libraries_org_id")),
+    )
+    with op.batch_alter_table("custom_libraries", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_custom_libraries_org_id"), ["org_id"], unique=False)
 
     op.create_table(
         "invitations",
@@ -336,6 +364,41 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("ingest_batches", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_ingest_batches_org_id"), ["org_id"], unique=False)
+
+    op.create_table(
+        "prompt_variants",
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("script_id", sa.String(length=64), nullable=False),
+        sa.Column("step_id", sa.String(length=64), nullable=False),
+        sa.Column("style", sa.String(length=64), nullable=False),
+        sa.Column("text", sa.String(length=8000), nullable=False),
+        sa.Column("text_hash", sa.String(length=64), nullable=False),
+        sa.Column("source", sa.String(length=16), nullable=False),
+        sa.Column("last_used_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("use_count", sa.Integer(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_prompt_variants_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_prompt_variants_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_prompt_variants")),
+        sa.UniqueConstraint("project_id", "text_hash", name=op.f("uq_prompt_variants_project_id")),
+    )
+    with op.batch_alter_table("prompt_variants", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_prompt_variants_org_id"), ["org_id"], unique=False)
+        batch_op.create_index(
+            "ix_prompt_variants_step", ["project_id", "script_id", "step_id"], unique=False
+        )
 
     op.create_table(
         "runs",
@@ -820,6 +883,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_runs_org_id"))
 
     op.drop_table("runs")
+    with op.batch_alter_table("prompt_variants", schema=None) as batch_op:
+        batch_op.drop_index("ix_prompt_variants_step")
+        batch_op.drop_index(batch_op.f("ix_prompt_variants_org_id"))
+
+    op.drop_table("prompt_variants")
     with op.batch_alter_table("ingest_batches", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ingest_batches_org_id"))
 
@@ -851,6 +919,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_invitations_org_id"))
 
     op.drop_table("invitations")
+    with op.batch_alter_table("custom_libraries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_custom_libraries_org_id"))
+
+    op.drop_table("custom_libraries")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_api_keys_org_id"))
 
