@@ -110,5 +110,21 @@ def demo_agent(ctx: typer.Context) -> None:
         raise typer.Exit(2) from exc
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def sink(ctx: typer.Context) -> None:
+    """Attacker sink for your sandbox: answers any HTTP(S) request, reports it (--help)."""
+    from cogumi.sidecar.options import OptionsError
+    from cogumi.sink.runner import main as sink_main
+
+    try:
+        sink_main(ctx.args)
+    except OptionsError as exc:
+        typer.echo(f"cogumi sink: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def main() -> None:
     app()

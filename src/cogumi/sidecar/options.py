@@ -103,15 +103,23 @@ class SidecarOptions:
         return bool(self.ingest_url and self.token)
 
 
-def build_parser() -> argparse.ArgumentParser:
+SIDECAR_DESCRIPTION = (
+    "Forward proxy that records what your agent does on the network "
+    "(HTTP forwarded, HTTPS tunnelled without decryption) and ships redacted events."
+)
+
+
+def build_parser(
+    specs: Sequence[OptionSpec] = SPECS,
+    *,
+    prog: str = "cogumi sidecar",
+    description: str = SIDECAR_DESCRIPTION,
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cogumi sidecar",
-        description="Forward proxy that records what your agent does on the network "
-        "(HTTP forwarded, HTTPS tunnelled without decryption) and ships redacted events.",
-        argument_default=argparse.SUPPRESS,
+        prog=prog, description=description, argument_default=argparse.SUPPRESS
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file with any of the options below.")
-    for spec in SPECS:
+    for spec in specs:
         env = f" [env {spec.env}]" if spec.env else ""
         default = f" (default: {spec.default})" if spec.default not in (None, []) else ""
         if spec.kind is list:
@@ -143,7 +151,7 @@ def _convert(spec: OptionSpec, value: Any, source: str) -> Any:
     return converted
 
 
-def _file_values(path: Path) -> dict[str, Any]:
+def _file_values(path: Path, specs: Sequence[OptionSpec]) -> dict[str, Any]:
     """YAML keys may be option names (ingest_url), flags (ingest-url) or env names."""
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -151,40 +159,53 @@ def _file_values(path: Path) -> dict[str, Any]:
         raise OptionsError(f"--config {path}: {exc}") from exc
     if not isinstance(loaded, dict):
         raise OptionsError(f"--config {path}: expected a mapping of option names to values")
-    aliases = {spec.env.lower(): spec.name for spec in SPECS if spec.env}
+    aliases = {spec.env.lower(): spec.name for spec in specs if spec.env}
+    known = {spec.name for spec in specs}
     values: dict[str, Any] = {}
     for key, value in loaded.items():
         name = str(key).lower().replace("-", "_")
         name = aliases.get(name, name)
-        if name not in _BY_NAME:
+        if name not in known:
             raise OptionsError(f"--config {path}: unknown option {key!r}")
         values[name] = value
     return values
 
 
-def resolve(
-    flags: Mapping[str, Any], env: Mapping[str, str], config_file: str | None = None
-) -> SidecarOptions:
-    """Merge the three sources; for each option the highest-precedence one wins."""
+def merge(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    config_file: str | None = None,
+    specs: Sequence[OptionSpec] = SPECS,
+) -> dict[str, Any]:
+    """The values given for ``specs``, converted; for each the highest-precedence source
+    (flag > env > file) wins. Options nobody gave are absent (their default applies)."""
+    by_name = {spec.name: spec for spec in specs}
     merged: dict[str, Any] = {}
     sources: list[tuple[str, Mapping[str, Any]]] = []
     if config_file:
-        sources.append((f"file {config_file}", _file_values(Path(config_file))))
-    env_values = {s.name: env[s.env] for s in SPECS if s.env and env.get(s.env, "") != ""}
+        sources.append((f"file {config_file}", _file_values(Path(config_file), specs)))
+    env_values = {s.name: env[s.env] for s in specs if s.env and env.get(s.env, "") != ""}
     sources += [("env", env_values), ("flag", flags)]
     for source, values in sources:
         for name, value in values.items():
-            if value is not None and name in _BY_NAME:
-                merged[name] = _convert(_BY_NAME[name], value, source)
-    options = SidecarOptions(**merged)
-    _check_listen(options.listen)
+            if value is not None and name in by_name:
+                merged[name] = _convert(by_name[name], value, source)
+    return merged
+
+
+def resolve(
+    flags: Mapping[str, Any], env: Mapping[str, str], config_file: str | None = None
+) -> SidecarOptions:
+    """Merge the three sources into the sidecar's options."""
+    options = SidecarOptions(**merge(flags, env, config_file))
+    check_listen(options.listen)
     return options
 
 
-def _check_listen(listen: str) -> None:
+def check_listen(listen: str, flag: str = "--listen") -> None:
     _, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise OptionsError(f"--listen: expected HOST:PORT, got {listen!r}")
+        raise OptionsError(f"{flag}: expected HOST:PORT, got {listen!r}")
 
 
 def from_argv(argv: Sequence[str], env: Mapping[str, str]) -> SidecarOptions:
