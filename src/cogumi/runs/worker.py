@@ -145,8 +145,8 @@ class RunWorker:
             )
             if run is None:
                 return None
-            if run.attempts > 1:
-                await lease.clear_partial_outputs(session, run_id=run_id)
+            # Whatever an earlier attempt (dead or handed back) wrote goes; a first one has none.
+            await lease.clear_partial_outputs(session, run_id=run_id)
             await service.publish_status(session, bus=self.bus, run=run)
         log.info("run %s claimed by %s (attempt %d)", run_id, self.owner, run.attempts)
         return run
