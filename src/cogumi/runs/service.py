@@ -72,24 +72,40 @@ def known_script_ids() -> frozenset[str]:
     return frozenset(BUILTIN_SCRIPT_IDS) | _library_ids
 
 
-def _check_scripts(scripts: Sequence[str], *, from_project: bool) -> list[str]:
-    known = known_script_ids()
-    unknown = [s for s in scripts if s not in known]
+async def custom_script_ids(session: AsyncSession, *, org_id: uuid.UUID) -> frozenset[str]:
+    """Ids of the org's own scripts (custom libraries), empty when none are stored."""
+    from cogumi.engine.custom import libraries_of
+
+    return frozenset(
+        i for row in await libraries_of(session, org_id=org_id) for i in row.script_ids
+    )
+
+
+async def check_scripts(
+    session: AsyncSession, *, org_id: uuid.UUID, scripts: Sequence[str], from_project: bool
+) -> list[str]:
+    """The scripts, deduplicated in order; 422 naming ``scripts`` for an unknown id."""
+    unknown = [s for s in scripts if s not in known_script_ids()]
+    if unknown:
+        custom = await custom_script_ids(session, org_id=org_id)
+        unknown = [s for s in unknown if s not in custom]
     if unknown:
         where = "the project's red-team config names" if from_project else "unknown"
         raise InvalidInput(
             "scripts",
-            f"{where} script id(s) {', '.join(unknown)}; known: S1..S5, P01..P16",
+            f"{where} script id(s) {', '.join(unknown)}; "
+            "known: S1..S5, P01..P16 and your organisation's custom scripts",
         )
     return list(dict.fromkeys(scripts))
 
 
-def snapshot(project: Project, body: RunCreate, *, cap_sec: int) -> dict[str, Any]:
+def snapshot(
+    project: Project, body: RunCreate, *, scripts: list[str], cap_sec: int
+) -> dict[str, Any]:
     """What this run will use, frozen now: later project edits never change a run."""
     redteam = project.redteam or {}
-    scripts = body.scripts or list(redteam.get("scripts") or BUILTIN_SCRIPT_IDS[:5])
     return {
-        "scripts": _check_scripts(scripts, from_project=body.scripts is None),
+        "scripts": scripts,
         "intensity": body.intensity or redteam.get("intensity") or "med",
         "styles": list(body.styles or redteam.get("styles") or []),
         "duration_cap_sec": cap_sec,
@@ -134,7 +150,11 @@ async def create_run(
 ) -> tuple[Run, str | None]:
     """Queue a campaign; returns the run and a warning for staging/overridden prod."""
     level = projects_service.check_run_allowed(project)
-    config = snapshot(project, body, cap_sec=settings.run_duration_cap_sec)
+    wanted = body.scripts or list((project.redteam or {}).get("scripts") or BUILTIN_SCRIPT_IDS[:5])
+    scripts = await check_scripts(
+        session, org_id=project.org_id, scripts=wanted, from_project=body.scripts is None
+    )
+    config = snapshot(project, body, scripts=scripts, cap_sec=settings.run_duration_cap_sec)
     existing = await active_run(session, project_id=project.id)
     if existing is not None:
         raise _busy(existing)
