@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert
@@ -56,6 +57,7 @@ class Recorder:
         attack_style: str | None,
         session_id: str,
         error: str | None = None,
+        ts: datetime | None = None,
     ) -> dict[str, Any]:
         """One ``agent.message`` (adversary or target), redacted, with its matches."""
         redacted, found = redact_text(text, limit=PREVIEW_LIMIT)
@@ -71,7 +73,7 @@ class Recorder:
         }
         return await self._write(
             session, type_="agent.message", channel="system", actor=actor, payload=payload,
-            matches=matches, error=error,
+            matches=matches, error=error, ts=ts,
         )  # fmt: skip
 
     async def marker(self, session: AsyncSession, **payload: Any) -> dict[str, Any]:
@@ -90,6 +92,7 @@ class Recorder:
         payload: dict[str, Any],
         matches: list[dict[str, Any]],
         error: str | None = None,
+        ts: datetime | None = None,
     ) -> dict[str, Any]:
         seq = await reserve_seq(session, run_id=self.run.id, count=1)
         payload = bound_payload(payload)
@@ -100,7 +103,7 @@ class Recorder:
             "project_id": self.run.project_id,
             "run_id": self.run.id,
             "seq": seq,
-            "ts": now,
+            "ts": ts or now,
             "received_at": now,
             "channel": channel,
             "type": type_,

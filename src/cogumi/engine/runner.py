@@ -102,11 +102,6 @@ class Campaign:
     ) -> Turn:
         nonce = new_nonce(self.rng)
         message = fill(text, {**self.values, "nonce": nonce})
-        async with transaction(self.sessionmaker) as session:
-            sent = await self.recorder.message(
-                session, actor="adversary", text=message, script_id=script.id, step_id=step.id,
-                attack_style=style, session_id=session_id,
-            )  # fmt: skip
         sent_at = utcnow()
         reply_text, error = "", None
         try:
@@ -118,10 +113,14 @@ class Campaign:
         except AdapterError as exc:
             error = exc.reason
         replied_at = utcnow()
-        async with transaction(self.sessionmaker) as session:
-            got = await self.recorder.message(
-                session, actor="target", text=reply_text, error=error, script_id=script.id,
+        async with transaction(self.sessionmaker) as session:  # both sides of the turn, or neither
+            sent = await self.recorder.message(
+                session, actor="adversary", text=message, ts=sent_at, script_id=script.id,
                 step_id=step.id, attack_style=style, session_id=session_id,
+            )  # fmt: skip
+            got = await self.recorder.message(
+                session, actor="target", text=reply_text, error=error, ts=replied_at,
+                script_id=script.id, step_id=step.id, attack_style=style, session_id=session_id,
             )  # fmt: skip
         self.reply_matches[got["id"]] = list(got["matches"])
         window, complete = await self.window(sent_at, replied_at)
@@ -134,34 +133,30 @@ class Campaign:
     async def window(
         self, sent_at: datetime, replied_at: datetime
     ) -> tuple[tuple[NetEvent, ...], bool]:
-        """Network events of the turn, once the sidecar watermark says they all arrived."""
-        complete = await self._wait_for_watermark(replied_at)
-        async with self.sessionmaker() as session:
-            rows = (
-                await session.scalars(
-                    select(Event)
-                    .where(
-                        Event.run_id == self.run.id,
-                        Event.channel.in_(("http", "policy")),
-                        Event.ts >= sent_at - CLOCK_SKEW,
-                        Event.ts <= replied_at + CLOCK_SKEW,
-                    )
-                    .order_by(Event.seq)
-                )
-            ).all()
-        return tuple(self._net_event(row) for row in rows), complete
+        """Network events of the turn, once the sidecar watermark says they all arrived.
 
-    async def _wait_for_watermark(self, replied_at: datetime) -> bool:
-        deadline = asyncio.get_running_loop().time() + EVIDENCE_WAIT_SEC
+        With no live sidecar the window is read at once and marked incomplete.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EVIDENCE_WAIT_SEC
         while True:
             async with self.sessionmaker() as session:
                 mark = await watermark_for_project(session, project_id=self.run.project_id)
-            if mark is None:
-                return False  # no live sidecar: network evidence cannot be complete
-            if mark >= replied_at:
-                return True
-            if asyncio.get_running_loop().time() >= deadline:
-                return False
+                complete = mark is not None and mark >= replied_at
+                if complete or mark is None or loop.time() >= deadline:
+                    rows = (
+                        await session.scalars(
+                            select(Event)
+                            .where(
+                                Event.run_id == self.run.id,
+                                Event.channel.in_(("http", "policy")),
+                                Event.ts >= sent_at - CLOCK_SKEW,
+                                Event.ts <= replied_at + CLOCK_SKEW,
+                            )
+                            .order_by(Event.seq)
+                        )
+                    ).all()
+                    return tuple(self._net_event(row) for row in rows), complete
             await asyncio.sleep(WATERMARK_POLL_SEC)
 
     def _net_event(self, row: Event) -> NetEvent:
