@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 08:01:30.307084
+Create Date: 2026-11-27 08:10:27.650489
 """
 
 from collections.abc import Sequence
@@ -238,6 +238,40 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("projects", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_projects_org_id"), ["org_id"], unique=False)
+
+    op.create_table(
+        "saved_prompts",
+        sa.Column("title", sa.String(length=160), nullable=False),
+        sa.Column(
+            "kind",
+            sa.Enum("adversary", "reply", name="saved_prompt_kind", native_enum=False, length=16),
+            nullable=False,
+        ),
+        sa.Column("text", sa.String(length=4000), nullable=False),
+        sa.Column("tags", sa.JSON(), nullable=False),
+        sa.Column("created_by", sa.Uuid(), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["created_by"],
+            ["users.id"],
+            name=op.f("fk_saved_prompts_created_by_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_saved_prompts_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_saved_prompts")),
+    )
+    with op.batch_alter_table("saved_prompts", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_saved_prompts_org_created", ["org_id", "created_at"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_saved_prompts_org_id"), ["org_id"], unique=False)
 
     op.create_table(
         "sessions",
@@ -657,6 +691,40 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "reports",
+        sa.Column("run_id", sa.Uuid(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("format", sa.String(length=8), nullable=False),
+        sa.Column("content_hash", sa.String(length=64), nullable=False),
+        sa.Column("state_digest", sa.String(length=64), nullable=False),
+        sa.Column("content", sa.Text(), nullable=False),
+        sa.Column("created_by", sa.Uuid(), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["created_by"],
+            ["users.id"],
+            name=op.f("fk_reports_created_by_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_reports_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["runs.id"], name=op.f("fk_reports_run_id_runs"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reports")),
+        sa.UniqueConstraint("run_id", "version", "format", name=op.f("uq_reports_run_id")),
+    )
+    with op.batch_alter_table("reports", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_reports_org_id"), ["org_id"], unique=False)
+        batch_op.create_index("ix_reports_run_digest", ["run_id", "state_digest"], unique=False)
+
+    op.create_table(
         "script_results",
         sa.Column("run_id", sa.Uuid(), nullable=False),
         sa.Column("script_id", sa.String(length=64), nullable=False),
@@ -856,6 +924,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_script_results_org_id"))
 
     op.drop_table("script_results")
+    with op.batch_alter_table("reports", schema=None) as batch_op:
+        batch_op.drop_index("ix_reports_run_digest")
+        batch_op.drop_index(batch_op.f("ix_reports_org_id"))
+
+    op.drop_table("reports")
     with op.batch_alter_table("findings", schema=None) as batch_op:
         batch_op.drop_index("ix_findings_project_fingerprint")
         batch_op.drop_index(batch_op.f("ix_findings_org_id"))
@@ -906,6 +979,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_sessions_user_id"))
 
     op.drop_table("sessions")
+    with op.batch_alter_table("saved_prompts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_saved_prompts_org_id"))
+        batch_op.drop_index("ix_saved_prompts_org_created")
+
+    op.drop_table("saved_prompts")
     with op.batch_alter_table("projects", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_projects_org_id"))
 

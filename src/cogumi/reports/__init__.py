@@ -1,0 +1,1 @@
+"""Reports and exports of a run: Markdown/HTML report, evidence bundle, compare, SARIF, JUnit."""

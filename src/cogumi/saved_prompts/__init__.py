@@ -1,0 +1,1 @@
+"""An org's library of adversary prompts and agent replies kept for reuse."""
