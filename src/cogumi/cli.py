@@ -126,5 +126,27 @@ def sink(ctx: typer.Context) -> None:
         raise typer.Exit(2) from exc
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def scan(ctx: typer.Context) -> None:
+    """One campaign against an agent (embedded store or --server); exit code by --fail-on."""
+    from cogumi.scan.command import main as scan_main
+
+    raise typer.Exit(scan_main(ctx.args))
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def demo(ctx: typer.Context) -> None:
+    """Everything on loopback: server, sidecar, vulnerable demo agent, one campaign (--help)."""
+    from cogumi.scan.demo import main as demo_main
+
+    raise typer.Exit(demo_main(ctx.args))
+
+
 def main() -> None:
     app()

@@ -1,0 +1,1 @@
+"""``cogumi scan`` (one campaign from the command line, for CI) and ``cogumi demo``."""
