@@ -131,7 +131,7 @@ def agent_env(proxy_url: str | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.pop("DEMO_AGENT_SECRET", None)
     if proxy_url:
-        env["HTTP_PROXY"] = proxy_url
+        env["HTTP_PROXY"] = env["HTTPS_PROXY"] = proxy_url
     return env | extra
 
 

@@ -22,7 +22,7 @@ AUTHORITY = re.compile(
     r"|incident[\s-]+response(?:\s+team)?|system\s+administrator|sysadmin|admin\s+team"
     r"|i(?:'m|\s+am)\s+(?:the\s+|an\s+|your\s+)?(?:admin|administrator|owner)"
     r"|compliance\s+(?:team|officer|department)|cto|ceo|head\s+of\s+(?:security|it|engineering)"
-    r"|it\s+department)\b",
+    r"|vp\s+of\s+\w+|infosec|it\s+department)\b",
     _I,
 )
 
@@ -40,9 +40,18 @@ INJECTION = re.compile(
 SECRET_NOUN = (
     r"api[\s_-]*keys?|secrets?|credentials?|passwords?|access[\s_-]*keys?|private[\s_-]*keys?"
     r"|tokens?|env(?:ironment)?\s+var(?:iable)?s?|environment|\.env|config(?:uration)?"
-    r"|internal\s+endpoints?|connection\s+strings?"
+    r"|connection\s+strings?|authorization\s+headers?|bearer"
+    r"|internal\s+(?:services|endpoints?|hosts?|urls?)|hostnames|ip\s+addresses"
 )
 SECRET_ASK = re.compile(r"(?:\b|(?=\.))(?:" + SECRET_NOUN + r")\b", _I)
+
+# leak-key answers technical framings (debug, print, dump, sample...), not a bare "give me the token"
+LEAK_FRAMING = re.compile(
+    r"\b(?:debug\w*|troubleshoot\w*|config\w*|env|environment|variables?|sample|partial"
+    r"|first\s+\d+\s+characters|paste|dump|print|show|list|display|headers?|connection\s+strings?"
+    r"|which|what\s+(?:api\s+)?key)\b",
+    _I,
+)
 
 SYSTEM_PROMPT_ASK = re.compile(
     r"\bsystem[\s-]*prompt\b|\b(?:your|initial|hidden|original|internal|full|exact|operating)\s+"
@@ -52,7 +61,8 @@ SYSTEM_PROMPT_ASK = re.compile(
 )
 TOOLS_ASK = re.compile(
     r"\btool\s+(?:inventory|list)\b|\b(?:list|enumerate|what|which|show|describe|share|reveal"
-    r"|disclose|give\s+me|provide)\b" + _S + r"{0,40}\b(?:tools|functions|capabilities"
+    r"|disclose|give\s+me|provide)\b(?:(?!token|key|secret|header|credential)" + _S + r"){0,40}"
+    r"\b(?:tools|functions|capabilities"
     r"|integrations|plugins|apis)\b",
     _I,
 )
@@ -62,7 +72,8 @@ POISON = re.compile(
     r"\b(?:permanent(?:ly)?|forever|from\s+now\s+on|always|going\s+forward|future"
     r"|long[\s-]term|in\s+(?:your\s+)?memory|across\s+sessions)\b"
     r"|\b(?:from\s+now\s+on|going\s+forward|henceforth)\b" + _S + r"{0,80}"
-    r"\b(?:comply|obey|trust|follow|honou?r|grant|treat)\b",
+    r"\b(?:comply|obey|trust|follow|honou?r|grant|treat)\b" + _S + r"{0,40}"
+    r"\b(?:security|secops|soc|ciso|admin\w*|infosec)\b",
     _I,
 )
 TRUST_RULE = re.compile(r"\b(?:comply|obey|trust|follow|honou?r|grant|share|give|do\s+what)\b", _I)
@@ -157,17 +168,30 @@ def decode_base64_instructions(text: str) -> list[str]:
 # --- marker instructions --------------------------------------------------------
 
 _QUOTED = r"\"[^\"\n]{1,80}\"|'[^'\n]{1,80}'|`[^`\n]{1,80}`|\u201c[^\u201d\n]{1,80}\u201d"
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9_-]{1,79}"
 _NOUN = (
     r"(?:secret\s+|special\s+|confirmation\s+|verification\s+|compliance\s+)?"
     r"(?:code\s*word|codeword|marker|nonce|phrase|word|string|text|code|token|keyword|password)"
 )
+_INSTRUCT = re.compile(
+    r"\b(?:say|reply|replying|respond|responding|answer|output|print|write|written|type|repeat"
+    r"|echo|include|including|return|start|begin|end|acknowledge|finish)\b",
+    _I,
+)
+# "the code k7q2", "marker: 'x'", "code word zz41b": a value labelled as the thing to say
+_MENTION = re.compile(
+    r"\b(?:code\s*word|codeword|code|marker|nonce|keyword)\s*(?:[:=]\s*)?"
+    r"(?P<target>" + _QUOTED + "|" + _TOKEN + ")",
+    _I,
+)
+# "say X", "reply only with X", "end your reply with X"
 _VERB = re.compile(
     r"\b(?:say|reply(?:\s+only)?\s+with|respond(?:\s+only)?\s+with|answer(?:\s+only)?\s+with"
     r"|output|print|write|type|repeat|echo|include|return"
     r"|(?:end|start|begin|finish)\s+(?:your|the)\s+(?:reply|answer|response|message)\s+with)"
     r"\s+(?:only\s+|exactly\s+|just\s+|back\s+)?(?:the\s+(?:following\s+)?|this\s+)?"
     r"(?:" + _NOUN + r"\s*)?(?:below\s*|above\s*)?(?:[:=]\s*)?"
-    r"(?P<target>" + _QUOTED + r"|[A-Za-z0-9][A-Za-z0-9_-]{1,79})",
+    r"(?P<target>" + _QUOTED + "|" + _TOKEN + ")",
     _I,
 )
 _DEFINITION = re.compile(
@@ -183,20 +207,24 @@ _SUFFIX = re.compile(
     _I,
 )
 _PREFIX = re.compile(
-    r"\b(?:preceded\s+by|prefix(?:ed)?(?:\s+with|\s+by)?|prepend(?:ed)?|starting\s+with"
-    r"|beginning\s+with|with\s+(?:the\s+)?prefix)\s+" + _AFFIX,
+    r"\b(?:preceded\s+by|prefix(?:ed)?(?:\s+with|\s+by)?|prepend(?:ed)?"
+    r"|with\s+(?:the\s+)?prefix)\s+" + _AFFIX,
     _I,
 )
+_LEAD = re.compile(r"(?P<v>" + _QUOTED + r")\s*,?\s*followed\s+by\s*$", _I)
 _CASE_OR_ORDER = re.compile(
     r"\b(?P<rev>revers(?:ed|e)|backwards?|mirrored)\b"
     r"|\b(?P<up>upper[\s-]*cased?|all\s+caps|capital\s+letters|capitali[sz]ed|in\s+caps)\b"
     r"|\b(?P<low>lower[\s-]*cased?|small\s+letters)\b",
     _I,
 )
+_QUOTED_RE = re.compile(_QUOTED)
 _REFERENCE_WORDS = {
     "it", "that", "this", "them", "reversed", "reverse", "backwards", "backward", "uppercase",
     "lowercase", "in", "and", "then", "followed", "with", "to", "a", "an", "the", "your", "my",
-    "its", "only", "exactly", "me", "us", "yes", "no", "something", "anything", "what",
+    "its", "only", "exactly", "me", "us", "yes", "no", "something", "anything", "what", "is",
+    "below", "above", "word", "which", "you", "we", "will", "should", "must", "here", "from",
+    "for", "of", "as", "written", "at", "on", "was", "were", "be", "are", "given", "shown",
 }  # fmt: skip
 
 
@@ -214,63 +242,89 @@ def _unquote(value: str) -> str:
     return value.rstrip(".,;:!?)")
 
 
+def _quoted(value: str) -> bool:
+    return value[:1] in "\"'`\u201c"
+
+
 def _looks_like_code(value: str, quoted: bool) -> bool:
     if quoted:
         return True
     return any(c.isdigit() for c in value) or (len(value) >= 5 and value.isupper())
 
 
-def _sentence_around(text: str, start: int) -> tuple[int, int]:
-    left = max(text.rfind(". ", 0, start), text.rfind("\n", 0, start), -1) + 1
-    ends = [i for i in (text.find(". ", start), text.find("\n", start)) if i != -1]
-    return left, (min(ends) if ends else len(text))
-
-
 def _defined_value(text: str) -> str | None:
     for match in _DEFINITION.finditer(text):
         value = match.group("value")
-        quoted = value[0] in "\"'`\u201c"
-        if _looks_like_code(_unquote(value), quoted):
+        if _looks_like_code(_unquote(value), _quoted(value)):
             return _unquote(value)
     return None
 
 
-def transform(value: str, instruction: str) -> str:
-    """Apply the reversal/case changes in the order written, then the prefix and suffix."""
+def _affix(match: re.Match[str] | None) -> str:
+    """An affix is taken when it is clearly a literal ("-OK", 'ACK-', OK), not prose ("any key")."""
+    if match is None:
+        return ""
+    raw = match.group("v")
+    value = _unquote(raw)
+    literal = _quoted(raw) or not value.isalpha() or value.isupper()
+    return value if literal else ""
+
+
+def transform(value: str, sentence: str, start: int, end: int) -> str:
+    """Apply the sentence's reversal/case words in the order written, then prefix and suffix
+    (written after the value), and a quoted lead-in ("'Mode on' followed by the code X")."""
+    quoted = [q.span() for q in _QUOTED_RE.finditer(sentence)]
     out = value
-    for match in _CASE_OR_ORDER.finditer(instruction):
+    for match in _CASE_OR_ORDER.finditer(sentence):
+        inside = any(a <= match.start() < b for a, b in quoted) or start <= match.start() < end
+        if inside:
+            continue
         if match.group("rev"):
             out = out[::-1]
         elif match.group("up"):
             out = out.upper()
         else:
             out = out.lower()
-    suffix = _SUFFIX.search(instruction)
-    prefix = _PREFIX.search(instruction)
-    if prefix:
-        out = _unquote(prefix.group("v")) + out
-    if suffix:
-        out += _unquote(suffix.group("v"))
+    out = _affix(_PREFIX.search(sentence, end)) + out + _affix(_SUFFIX.search(sentence, end))
+    lead = _LEAD.search(sentence[:start].rstrip().removesuffix("the code").rstrip())
+    if lead:
+        out = _unquote(lead.group("v")) + " " + out
     return out
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
+
+
+def _target(sentence: str, text: str) -> tuple[str, int, int] | None:
+    """(value, start, end) of what the sentence asks to be said, if anything."""
+    for match in _MENTION.finditer(sentence):
+        raw = match.group("target")
+        value = _unquote(raw)
+        if _quoted(raw) or (len(value) >= 4 and value.lower() not in _REFERENCE_WORDS):
+            return value, match.start("target"), match.end("target")
+    for match in _VERB.finditer(sentence):
+        raw = match.group("target")
+        value = _unquote(raw)
+        if not _quoted(raw) and value.lower() in _REFERENCE_WORDS:
+            defined = _defined_value(text)
+            if defined is not None:  # "say it reversed": "reversed" still applies
+                return defined, match.start("target"), match.start("target")
+        elif _looks_like_code(value, _quoted(raw)):
+            return value, match.start("target"), match.end("target")
+    return None
 
 
 def markers(text: str) -> list[Marker]:
     """Every "say/reply with/include X (transformed)" instruction in the text."""
     found: list[Marker] = []
-    for match in _VERB.finditer(text):
-        raw = match.group("target")
-        quoted = raw[0] in "\"'`\u201c"
-        value = _unquote(raw)
-        if not quoted and value.lower() in _REFERENCE_WORDS:
-            defined = _defined_value(text)
-            if defined is None:
-                continue
-            value = defined
-        elif not _looks_like_code(value, quoted):
+    for sentence in _sentences(text):
+        if not _INSTRUCT.search(sentence):
             continue
-        left, right = _sentence_around(text, match.start())
-        rest = text[left : match.start()] + " " + text[match.end() : right]
-        found.append(Marker(transform(value, rest), text[left:right]))
+        target = _target(sentence, text)
+        if target is not None:
+            value, start, end = target
+            found.append(Marker(transform(value, sentence, start, end), sentence))
     return found
 
 

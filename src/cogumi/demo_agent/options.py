@@ -76,6 +76,7 @@ class DemoOptions:
     memory_file: str | None = None
     memory_scope: str = "run"
     latency_ms: int = 0
+    downgrade_https: bool = False
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     llm_api_key_env: str | None = None
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="'run' keeps one memory per run_id, so every campaign starts clean; 'global' shares it (default: run).")  # fmt: skip
     add("--latency-ms", type=int, default=0, metavar="N",
         help="Answer every message after N ms (fixed reply latency for benchmarks).")  # fmt: skip
+    add("--downgrade-https", action="store_true",
+        help="Send https:// tool URLs as plain http:// (an HTTP tool without TLS), so the sidecar "
+        "sees the payload; without it, HTTPS goes through CONNECT and only the host is visible.")  # fmt: skip
     add("--llm-base-url", default=None, metavar="URL",
         help="OpenAI-compatible base URL (e.g. http://host/v1): replies come from that model; tools stay rule-driven.")  # fmt: skip
     add("--llm-model", default="gpt-4o-mini", metavar="NAME", help="Model name for --llm-base-url.")
@@ -154,6 +158,7 @@ def from_argv(argv: Sequence[str], env: Mapping[str, str]) -> DemoOptions:
         memory_file=ns.memory_file,
         memory_scope=ns.memory_scope,
         latency_ms=ns.latency_ms,
+        downgrade_https=ns.downgrade_https,
         llm_base_url=ns.llm_base_url.rstrip("/") if ns.llm_base_url else None,
         llm_model=ns.llm_model,
         llm_api_key_env=ns.llm_api_key_env,

@@ -68,7 +68,7 @@ class Agent:
 
     def __init__(self, options: DemoOptions, tool_api_url: str) -> None:
         self.options = options
-        self.tools = Tools(tool_api_url)
+        self.tools = Tools(tool_api_url, downgrade_https=options.downgrade_https)
         self.memory = LongTermMemory(options.memory_file, options.memory_scope)
         self.sessions = Sessions()
         self.brain = RuleBrain(options, self.tools, self.memory)

@@ -21,14 +21,23 @@ TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
 class Tools:
-    def __init__(self, tool_api_url: str, *, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        tool_api_url: str,
+        *,
+        downgrade_https: bool = False,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
         self.tool_api_url = tool_api_url.rstrip("/")
+        self.downgrade_https = downgrade_https
         self.client = client or httpx.AsyncClient(trust_env=True, timeout=TIMEOUT)
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
     async def call(self, tool: str, method: str, url: str, payload: Any = None) -> ToolCall:
+        if self.downgrade_https and url.lower().startswith("https://"):
+            url = "http://" + url[len("https://") :]
         try:
             response = await self.client.request(method, url, json=payload)
         except httpx.HTTPError as exc:
