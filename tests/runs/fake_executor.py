@@ -45,6 +45,8 @@ class FakeExecutor:
         for index in range(self.steps):
             if self.halted:
                 return
+            if self.ignore_stop and index == 1:
+                await asyncio.sleep(3600)  # hangs, never asking should_stop()
             if not self.ignore_stop and await should_stop():
                 self.stopped_after[run_id] = index
                 return
