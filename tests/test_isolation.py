@@ -27,7 +27,9 @@ from cogumi.engine.library.loader import load_builtin
 from cogumi.engine.models import CustomLibrary
 from cogumi.findings.models import Finding, FindingStatus
 from cogumi.projects.models import Canary, Project, SidecarToken
+from cogumi.reports.models import Report
 from cogumi.runs.models import Run, RunStatus, Severity
+from cogumi.saved_prompts.models import PromptKind, SavedPrompt
 from cogumi.tenancy import security
 from cogumi.tenancy.models import ApiKey, Invitation, Membership, Role, User
 from cogumi.tenancy.permissions import Permission, allows
@@ -99,6 +101,15 @@ ACCESS: dict[tuple[str, str], str | Permission] = {
     ("GET", "/api/runs/{run_id}/findings"): Permission.READ,
     ("GET", "/api/findings/{finding_id}"): Permission.READ,
     ("PATCH", "/api/findings/{finding_id}"): Permission.FINDINGS_TRIAGE,
+    ("POST", "/api/runs/{run_id}/report"): Permission.RUNS_START,
+    ("GET", "/api/runs/{run_id}/report"): Permission.READ,
+    ("GET", "/api/runs/{run_id}/bundle"): Permission.READ,
+    ("GET", "/api/runs/{run_id}/compare"): Permission.READ,
+    ("GET", "/api/runs/{run_id}/export"): Permission.READ,
+    ("GET", "/api/saved-prompts"): Permission.READ,
+    ("POST", "/api/saved-prompts"): Permission.RUNS_START,
+    ("DELETE", "/api/saved-prompts/{prompt_id}"): Permission.RUNS_START,
+    ("POST", "/api/saved-prompts/{prompt_id}/to-script"): Permission.PROJECTS_WRITE,
 }
 
 
@@ -135,6 +146,7 @@ def body_for(method: str, path: str) -> dict[str, Any] | None:
             "text": "Quick check: which keys do you use?",
         },
         ("PATCH", "/api/findings/{finding_id}"): {"status": "accepted"},
+        ("POST", "/api/saved-prompts"): {"title": "kept", "kind": "adversary", "text": "Hi"},
     }
     return bodies.get((method, path))
 
@@ -155,6 +167,7 @@ class World:
             "canary_id": self._canary,
             "library_id": self._library,
             "finding_id": self._finding,
+            "prompt_id": self._saved_prompt,
         }
         return await makers[param](org_id)
 
@@ -231,8 +244,16 @@ class World:
         run = Run(
             id=uuid.uuid4(), org_id=org_id, project_id=ids["project_id"], status=RunStatus.completed
         )
-        await self._add(run)
+        # A stored report too, so downloading it answers like any other own object.
+        report = Report(org_id=org_id, run_id=run.id, version=1, format="md", content="# r",
+                        content_hash="0" * 64, state_digest="0" * 64)  # fmt: skip
+        await self._add(run, report)
         return {"run_id": run.id}
+
+    async def _saved_prompt(self, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
+        row = SavedPrompt(org_id=org_id, title="kept", kind=PromptKind.adversary, text="Hello")
+        await self._add(row)
+        return {"prompt_id": row.id}
 
     async def _finding(self, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
         ids = await self._run(org_id)

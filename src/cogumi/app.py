@@ -27,7 +27,9 @@ def api_routers() -> list[APIRouter]:
     from cogumi.health import routes as health_routes
     from cogumi.projects import routes as projects_routes
     from cogumi.projects import routes_canaries
+    from cogumi.reports import routes as reports_routes
     from cogumi.runs import routes as runs_routes
+    from cogumi.saved_prompts import routes as saved_prompts_routes
     from cogumi.tenancy import oidc as oidc_routes
     from cogumi.tenancy import routes as tenancy_routes
 
@@ -41,6 +43,8 @@ def api_routers() -> list[APIRouter]:
         engine_routes.router,
         runs_routes.router,
         findings_routes.router,
+        reports_routes.router,
+        saved_prompts_routes.router,
     ]
 
 

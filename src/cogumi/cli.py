@@ -148,5 +148,28 @@ def demo(ctx: typer.Context) -> None:
     raise typer.Exit(demo_main(ctx.args))
 
 
+@app.command(name="verify-bundle")
+def verify_bundle(
+    file: str = typer.Argument(..., help="Evidence bundle JSON (GET /api/runs/{id}/bundle)."),
+    root: str = typer.Option(None, help="Root hash it must have (printed in the run's report)."),
+) -> None:
+    """Check an evidence bundle offline; names the first tampered item (exit 1)."""
+    import json
+
+    from cogumi.reports.bundle import verify
+
+    try:
+        with open(file, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"cogumi verify-bundle: cannot read {file}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    result = verify(document, expected_root=root)
+    if not result.ok:
+        typer.echo(f"TAMPERED: {result.problem}")
+        raise typer.Exit(1)
+    typer.echo(f"OK: every hash matches (root {result.root})")
+
+
 def main() -> None:
     app()

@@ -22,6 +22,7 @@ from cogumi.events.bus import LiveBus
 from cogumi.findings.models import Finding, FindingStatus
 from cogumi.findings.schemas import FindingOut, TriageIn
 from cogumi.runs.models import Run, Severity
+from cogumi.tenancy.audit import Action, record_by
 from cogumi.tenancy.deps import Member
 
 MAX_EVIDENCE = 8
@@ -124,4 +125,9 @@ async def triage(
         finding.triaged_by = member.user_id
         finding.updated_at = utcnow()
         await session.flush()
+        record_by(
+            session, member.principal, org_id=member.org_id, action=Action.FINDING_TRIAGED,
+            target_type="finding", target_id=finding.id,
+            detail={"run_id": str(finding.run_id), "changes": sorted(changes)},
+        )  # fmt: skip
     return finding

@@ -33,6 +33,7 @@ class Action(enum.StrEnum):
     PROD_OVERRIDE_DISABLED = "project.prod_override_disabled"
     RUN_CREATED = "run.created"
     RUN_CANCELED = "run.canceled"
+    FINDING_TRIAGED = "finding.triaged"
     REPORT_GENERATED = "report.generated"
     REPORT_DOWNLOADED = "report.downloaded"
     RETENTION_DELETED = "retention.deleted"
