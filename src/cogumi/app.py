@@ -95,5 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # cookie-authenticated write, including routes that do not need a user.
     for router in api_routers():
         app.include_router(router, prefix="/api", dependencies=[Depends(get_principal)])
+    from cogumi.web import mount_web
+
+    mount_web(app)  # pages and /static, outside /api
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     return app
