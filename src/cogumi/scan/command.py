@@ -19,6 +19,8 @@ from cogumi.scan.options import ScanOptions, UsageError, parse
 from cogumi.scan.progress import Progress, for_stderr
 from cogumi.scan.report import EXIT_ERROR, ScanResult, exit_code, render, summary_lines
 
+log = logging.getLogger("cogumi.scan")
+
 
 async def _campaign(options: ScanOptions, progress: Progress) -> ScanResult:
     if options.remote:
@@ -51,6 +53,9 @@ def run_scan(options: ScanOptions, progress: Progress) -> int:
         return _fail(str(exc))
     except (embedded.TargetUnreachable, remote.ServerError) as exc:
         return _fail(str(exc))
+    except Exception as exc:  # never let a crash read as "findings" (exit 1) in CI
+        log.exception("the scan stopped on an unexpected error")
+        return _fail(f"unexpected error ({type(exc).__name__}): {exc}")
     finally:
         progress.close()
     try:
