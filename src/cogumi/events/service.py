@@ -92,7 +92,11 @@ def event_row(
     received_at: datetime,
 ) -> dict[str, Any]:
     """The stored row of one ingested event (plain dict for a bulk insert)."""
-    payload = bound_payload(event.payload_redacted)
+    payload = event.payload_redacted
+    canonical = canonical_json(payload)  # serialised once: size check and hash
+    if len(canonical) > PAYLOAD_LIMIT:
+        payload = bound_payload(payload)
+        canonical = canonical_json(payload)
     destination = event.destination
     http = event.http
     return {
@@ -118,7 +122,7 @@ def event_row(
         "duration_ms": http.duration_ms if http else None,
         "payload_redacted": payload,
         "matches": [m.model_dump() for m in event.matches],
-        "integrity_hash": integrity_hash(payload),
+        "integrity_hash": hashlib.sha256(canonical).hexdigest(),
         "error": event.error,
         "sidecar_token_id": token_id,
     }
