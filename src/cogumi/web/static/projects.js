@@ -106,7 +106,7 @@
       out.className = "validate-result " + (v.ok ? "good" : "bad");
       out.append(el("strong", { text: v.ok ? "Reachable" : "Not reachable" }));
       const via = v.method ? ` via POST /${v.method}` : "";
-      if (v.ok) out.append(` — answered in ${v.latency_ms} ms${via} (HTTP ${v.status_code}).`);
+      if (v.ok) out.append(` — answered in ${Math.round(v.latency_ms)} ms${via} (HTTP ${v.status_code}).`);
       else out.append(` — ${v.reason || "no answer"}${v.status_code ? " (HTTP " + v.status_code + ")" : ""}.`);
     });
   }
