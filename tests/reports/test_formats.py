@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 
 from cogumi.reports.compliance import score_run
 from cogumi.reports.formats import to_junit, to_sarif

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 from fastapi import FastAPI
 from sqlalchemy import select
 
@@ -198,7 +198,7 @@ async def test_bundle_verifies_offline_and_names_the_tampered_item(
     path.write_text(raw)
     ok = subprocess.run([sys.executable, "-m", "cogumi", "verify-bundle", str(path)],
                         capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert ok.returncode == 0 and check.root in ok.stdout
+    assert ok.returncode == 0 and str(check.root) in ok.stdout
 
     victim = document["events"][2]
     victim["payload_redacted"]["summary"] = "nothing to see"
