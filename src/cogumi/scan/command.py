@@ -14,8 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from cogumi.scan import embedded, remote
-from cogumi.scan.options import ScanOptions, UsageError, parse
+from cogumi.scan.options import ConnectionProblem, ScanOptions, UsageError, parse
 from cogumi.scan.progress import Progress, for_stderr
 from cogumi.scan.report import EXIT_ERROR, ScanResult, exit_code, render, summary_lines
 
@@ -23,6 +22,9 @@ log = logging.getLogger("cogumi.scan")
 
 
 async def _campaign(options: ScanOptions, progress: Progress) -> ScanResult:
+    # Imported here: a usage error should not wait for the web and database stack to load.
+    from cogumi.scan import embedded, remote
+
     if options.remote:
         return await remote.run(options, progress)
     if options.data_dir:
@@ -51,7 +53,7 @@ def run_scan(options: ScanOptions, progress: Progress) -> int:
         result = asyncio.run(_campaign(options, progress))
     except UsageError as exc:
         return _fail(str(exc))
-    except (embedded.TargetUnreachable, remote.ServerError) as exc:
+    except ConnectionProblem as exc:
         return _fail(str(exc))
     except Exception as exc:  # never let a crash read as "findings" (exit 1) in CI
         log.exception("the scan stopped on an unexpected error")

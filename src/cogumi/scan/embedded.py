@@ -19,12 +19,18 @@ from cogumi.engine.library.loader import Library, LibraryError, load_builtin, pa
 from cogumi.projects.schemas import ProjectCreate
 from cogumi.projects.validation import validate_endpoint
 from cogumi.scan import stack
-from cogumi.scan.options import DEFAULT_SCRIPTS, ScanOptions, UsageError, flag_of
+from cogumi.scan.options import (
+    DEFAULT_SCRIPTS,
+    ConnectionProblem,
+    ScanOptions,
+    UsageError,
+    flag_of,
+)
 from cogumi.scan.progress import Progress
 from cogumi.scan.report import ScanResult
 
 
-class TargetUnreachable(Exception):
+class TargetUnreachable(ConnectionProblem):
     """The agent endpoint did not answer; the message says what happened (exit code 2)."""
 
 

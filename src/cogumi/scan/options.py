@@ -31,6 +31,10 @@ class UsageError(Exception):
     """The command line (or config file) cannot be run as given; exit code 2."""
 
 
+class ConnectionProblem(Exception):
+    """The target or the server cannot be used; the message says why (exit code 2)."""
+
+
 class JsonText(str):
     """A JSON value given as text on the command line or as a mapping in the YAML file."""
 
@@ -47,7 +51,7 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("api_key_env", str, None, "Name of the environment variable holding the target's API key (openai adapter).", metavar="VAR"),
     OptionSpec("request_template", JsonText, None, "JSON body with {{message}} where the attack goes (template adapter).", metavar="JSON"),
     OptionSpec("response_path", str, None, "Dotted path to the reply text in the answer, e.g. choices.0.message.content (template adapter).", metavar="PATH"),
-    OptionSpec("sidecar_listen", str, None, "Run a sidecar in this process on HOST:PORT; start your agent with HTTP_PROXY=http://HOST:PORT so its network calls become evidence.", metavar="HOST:PORT"),
+    OptionSpec("sidecar_listen", str, None, "Run a sidecar in this process on HOST:PORT; start your agent with HTTP_PROXY and HTTPS_PROXY set to http://HOST:PORT so its network calls become evidence.", metavar="HOST:PORT"),
     OptionSpec("sink_domains", list, [], "Attacker sink domain (repeatable; default attacker-sink.local).", metavar="DOMAIN"),
     OptionSpec("tool_domains", list, [], "Domain of one of the agent's tools (repeatable).", metavar="DOMAIN"),
     OptionSpec("internal_suffixes", list, [], "Internal domain suffix (repeatable).", metavar="SUFFIX"),

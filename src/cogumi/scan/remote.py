@@ -17,7 +17,7 @@ import httpx
 
 from cogumi import __version__
 from cogumi.runs.models import TERMINAL_STATUSES
-from cogumi.scan.options import ScanOptions
+from cogumi.scan.options import ConnectionProblem, ScanOptions
 from cogumi.scan.progress import Progress
 from cogumi.scan.report import ScanResult
 
@@ -26,7 +26,7 @@ WAIT_MARGIN_SEC = 120.0
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 
 
-class ServerError(Exception):
+class ServerError(ConnectionProblem):
     """The server refused or could not be reached; the message says why (exit code 2)."""
 
 
