@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cogumi.db.base import utcnow
+from cogumi.events.models import StreamMessage
 from cogumi.runs import lease
 from cogumi.runs.models import Run, RunStatus, ScriptResult
 from cogumi.runs.worker import RunWorker
@@ -209,6 +210,15 @@ async def test_a_worker_shutting_down_hands_its_run_back(
     job.cancel()
     row = await _row(sessionmaker, run.id)
     assert (row.status, row.lease_owner, row.attempts) == (RunStatus.queued, None, 0)
+    async with sessionmaker() as session:
+        messages = (
+            await session.scalars(
+                select(StreamMessage)
+                .where(StreamMessage.run_id == run.id, StreamMessage.kind == "run.status")
+                .order_by(StreamMessage.seq)
+            )
+        ).all()
+    assert [m.data["status"] for m in messages] == ["running", "queued"]
     # The reaper sends it again at once (enqueued_at cleared) and it completes here.
     fake.steps = 3
     assert run.id in (await worker.reap_once()).resent

@@ -282,7 +282,7 @@ class RunWorker:
 
     async def _hand_back(self, run_ids: list[uuid.UUID]) -> None:
         async with transaction(self.sessionmaker) as session:
-            await session.execute(
+            returned = await session.scalars(
                 update(Run)
                 .where(Run.id.in_(run_ids), Run.lease_owner == self.owner)
                 .where(Run.status == RunStatus.running)
@@ -293,7 +293,10 @@ class RunWorker:
                     enqueued_at=None,
                     attempts=Run.attempts - 1,
                 )
+                .returning(Run)
             )
+            for run in list(returned.all()):
+                await service.publish_status(session, bus=self.bus, run=run)
 
 
 def _outcome(
