@@ -159,7 +159,6 @@ async def test_first_run_journey(page: Page, server: str, shot: Shot, tmp_path: 
     await main_page_shots(page, shot, project_id)
 
 
-
 async def check_proof_and_jump(page: Page) -> None:
     step = page.locator("[data-feed] > li.kind-confirmed").first
     await step.get_by_role("button", name=re.compile("^Proof for")).click()

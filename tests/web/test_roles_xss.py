@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import pytest
 from fastapi import FastAPI
-from playwright.async_api import Page, expect
+from playwright.async_api import Dialog, Page, expect
 
 from tests.servers import serve_app
 from tests.web.conftest import PASSWORD, Api, Shot
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 XSS_REPLY = (
     "Sure! <script>window.__xss = 'script'; alert('script')</script> "
-    '<img src="x" onerror="window.__xss = \'img\'; alert(\'img\')"> '
+    "<img src=\"x\" onerror=\"window.__xss = 'img'; alert('img')\"> "
     "[click me](javascript:alert('link')) "
     "![chart](http://127.0.0.1:9/leak.png?q=secret) "
     '<a href="javascript:alert(1)" onclick="alert(2)">docs</a> '
@@ -56,12 +56,19 @@ async def test_hostile_reply_renders_as_text(page: Page, api: Api, shot: Shot) -
     email = f"xss-{uuid.uuid4().hex[:8]}@example.com"
     await api.signup(email, "XSS Org")
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), asyncio.ensure_future(d.dismiss())))
+
+    async def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     leaks: list[str] = []
     page.on("request", lambda r: leaks.append(r.url) if "leak.png" in r.url else None)
     async with serve_app(xss_agent()) as agent_url:
         project = (
-            await api.client.post("/api/projects", json={"name": "Hostile", "agent_test_url": agent_url})
+            await api.client.post(
+                "/api/projects", json={"name": "Hostile", "agent_test_url": agent_url}
+            )
         ).json()
         run = await api.client.post(
             f"/api/projects/{project['id']}/runs",
@@ -103,7 +110,9 @@ async def test_viewer_sees_no_write_control(page: Page, api: Api, shot: Shot) ->
     run = (await api.client.post(f"/api/projects/{project['id']}/runs", json={})).json()
     await wait_status(api, run["id"], "failed")  # no agent URL: fails at once, still a run page
     viewer_email = f"viewer-{uuid.uuid4().hex[:8]}@example.com"
-    invite = await api.client.post("/api/invitations", json={"email": viewer_email, "role": "VIEWER"})
+    invite = await api.client.post(
+        "/api/invitations", json={"email": viewer_email, "role": "VIEWER"}
+    )
     assert invite.status_code == 201, invite.text
     link = urlparse(invite.json()["invite_url"]).path
 
@@ -131,7 +140,10 @@ async def test_viewer_sees_no_write_control(page: Page, api: Api, shot: Shot) ->
     assert await page.locator("form[data-triage], [data-cancel-run]").count() == 0
 
     await page.goto("/org")
-    assert await page.locator("form[data-invite], form[data-create-key], [data-member-role]").count() == 0
+    assert (
+        await page.locator("form[data-invite], form[data-create-key], [data-member-role]").count()
+        == 0
+    )
     await expect(page.get_by_role("heading", name="Audit log")).to_have_count(0)
 
     # A forged write from the viewer's own browser session is refused by the API.

@@ -55,9 +55,7 @@ async def open_findings(session: AsyncSession, *, org_id: uuid.UUID) -> list[Fin
     newest: dict[str, Finding] = {}
     for row in rows:
         newest.setdefault(row.fingerprint, row)
-    return sorted(
-        newest.values(), key=lambda f: (SEVERITY_RANK.get(f.severity.value, 9), -f.score)
-    )
+    return sorted(newest.values(), key=lambda f: (SEVERITY_RANK.get(f.severity.value, 9), -f.score))
 
 
 def heat_map(
@@ -142,7 +140,9 @@ def trend_points(runs: Sequence[Run], *, width: int = 320, height: int = 110) ->
         score = int(run.risk_score or 0)
         y = top + (100 - score) / 100 * (height - top - bottom)
         label = run.created_at.strftime("%b %d") if run.created_at else ""
-        points.append(TrendPoint(x=round(pad_x + index * step, 1), y=round(y, 1), score=score, label=label))
+        points.append(
+            TrendPoint(x=round(pad_x + index * step, 1), y=round(y, 1), score=score, label=label)
+        )
     return points
 
 

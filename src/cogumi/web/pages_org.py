@@ -32,9 +32,7 @@ async def org_page(
     )
     audit, next_cursor = (
         await or_page_error(
-            service_audit.audit_page(
-                session, org_id=viewer.org_id, limit=AUDIT_PAGE, cursor=cursor
-            )
+            service_audit.audit_page(session, org_id=viewer.org_id, limit=AUDIT_PAGE, cursor=cursor)
         )
         if viewer.can("audit.read")
         else ([], None)

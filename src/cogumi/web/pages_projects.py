@@ -49,7 +49,9 @@ def guardrail(project: Project) -> dict[str, Any]:
 async def projects_page(request: Request, viewer: PageViewer, session: DbSession) -> HTMLResponse:
     projects = await service.list_projects(session=session, org_id=viewer.org_id)
     last_runs = await dashboard.last_run_per_project(session, org_id=viewer.org_id)
-    return render(request, "projects/list.html", viewer=viewer, projects=projects, last_runs=last_runs)
+    return render(
+        request, "projects/list.html", viewer=viewer, projects=projects, last_runs=last_runs
+    )
 
 
 @router.get("/projects/new", response_class=HTMLResponse)
@@ -120,7 +122,11 @@ async def settings_page(
         tokens=await service.list_sidecar_tokens(session=session, project=project),
         styles=ATTACK_STYLES,
         builtin_scripts=BUILTIN_SCRIPTS,
-        redteam={"styles": list(ATTACK_STYLES), "intensity": "med",
-                 "scripts": list(BUILTIN_SCRIPTS), **(project.redteam or {})},  # fmt: skip
+        redteam={
+            "styles": list(ATTACK_STYLES),
+            "intensity": "med",
+            "scripts": list(BUILTIN_SCRIPTS),
+            **(project.redteam or {}),
+        },
         lines="\n".join,
     )

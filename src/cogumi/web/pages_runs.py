@@ -44,7 +44,9 @@ async def run_page(
     request: Request, run_id: str, viewer: PageViewer, session: DbSession
 ) -> HTMLResponse:
     rid = parse_id(run_id, "run")
-    run = await or_page_error(runs_service.get_run(session=session, org_id=viewer.org_id, run_id=rid))
+    run = await or_page_error(
+        runs_service.get_run(session=session, org_id=viewer.org_id, run_id=rid)
+    )
     project = await projects_service.get_project(
         session=session, org_id=viewer.org_id, project_id=run.project_id
     )

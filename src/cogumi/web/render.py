@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
