@@ -320,3 +320,17 @@ async def test_run_events_are_paged_in_seq_order(accounts: Accounts) -> None:
     bad = await viewer.client.get(f"/api/runs/{run_id}/events", params={"limit": 5000})
     assert bad.status_code == 422
     assert bad.json()["fields"][0]["field"] == "limit"
+
+
+async def test_first_batches_of_a_new_sidecar_race_safely(accounts: Accounts) -> None:
+    """Concurrent first batches (no run to serialise them) all land; status row made once."""
+    owner = await accounts.signup()
+    sidecar = await project_with_token(accounts, owner.org_id)
+    responses = await asyncio.gather(
+        *[sidecar.client.post("/api/ingest/events", json=batch(sidecar, [http_event(i)])) for i in range(8)]
+    )
+    assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
+    assert len(await stored(accounts, sidecar.project_id)) == 8
+    async with accounts.sessionmaker() as session:
+        token = await session.get(SidecarToken, sidecar.token_id)
+        assert token is not None and token.events_accepted == 8

@@ -280,6 +280,32 @@ async def _run_active(
     return await session.scalar(query.limit(1)) is not None
 
 
+async def _locked_status(session: AsyncSession, token: SidecarToken) -> SidecarStatus:
+    """The token's status row, locked for this transaction; created on first use.
+
+    The lock makes concurrent batches of one sidecar update it one after the
+    other (no lost watermark update); a concurrent first insert is caught in a
+    savepoint and the winner's row is used.
+    """
+    status = await session.get(SidecarStatus, token.id, with_for_update=True)
+    if status is not None:
+        return status
+    try:
+        async with session.begin_nested():
+            status = SidecarStatus(
+                token_id=token.id, org_id=token.org_id, project_id=token.project_id
+            )
+            session.add(status)
+            await session.flush()
+        return status
+    except IntegrityError:
+        row = await session.get(
+            SidecarStatus, token.id, with_for_update=True, populate_existing=True
+        )
+        assert row is not None
+        return row
+
+
 async def _touch_status(
     session: AsyncSession,
     *,
@@ -288,10 +314,7 @@ async def _touch_status(
     heartbeat: HeartbeatIn | None = None,
     watermark: datetime | None = None,
 ) -> SidecarStatus:
-    status = await session.get(SidecarStatus, token.id)
-    if status is None:
-        status = SidecarStatus(token_id=token.id, org_id=token.org_id, project_id=token.project_id)
-        session.add(status)
+    status = await _locked_status(session, token)
     if last_event_at is not None:
         status.last_event_at = last_event_at
     if watermark is not None and (status.watermark is None or watermark > status.watermark):
