@@ -56,8 +56,6 @@ def test_api_key_comes_from_the_environment() -> None:
     ("argv", "flag"),
     [
         ([], "--target"),
-        ([*TARGET, "--format", "sarif"], "--format sarif"),
-        ([*TARGET, "--format", "junit"], "--format junit"),
         ([*TARGET, "--format", "xml"], "--format"),
         ([*TARGET, "--fail-on", "severe"], "--fail-on"),
         ([*TARGET, "--intensity", "max"], "--intensity"),

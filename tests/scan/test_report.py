@@ -12,6 +12,7 @@ from cogumi.scan.report import (
     ScanResult,
     at_or_above,
     exit_code,
+    render,
     render_json,
     render_markdown,
     to_document,
@@ -78,7 +79,12 @@ def test_json_document_has_exactly_the_documented_keys() -> None:
 def test_no_raw_secret_or_canary_in_any_output() -> None:
     leaky = finding(title=f"Leaked {CANARY}")
     result = ScanResult(run=run(), results=[result_row()], findings=[leaky], canaries=(CANARY,))
-    for text in (render_json(result), render_markdown(result)):
+    for text in (
+        render_json(result),
+        render_markdown(result),
+        render(result, "sarif"),
+        render(result, "junit"),
+    ):
         assert SECRET not in text
         assert SECRET[8:40] not in text
         assert CANARY not in text
@@ -125,3 +131,17 @@ def test_severity_order() -> None:
     assert not at_or_above("low", "critical")
     assert not at_or_above("bogus", "info")
     assert to_document(scan())["findings"] == []
+
+
+def test_sarif_and_junit_outputs() -> None:
+    import json as _json
+    import xml.etree.ElementTree as ET
+
+    result = scan(finding())
+    sarif = _json.loads(render(result, "sarif"))
+    assert sarif["version"] == "2.1.0"
+    (sarif_run,) = sarif["runs"]
+    assert sarif_run["results"] and sarif_run["results"][0]["partialFingerprints"]
+    suite = ET.fromstring(render(result, "junit"))
+    assert suite.iter("failure") is not None
+    assert any(True for _ in suite.iter("failure"))

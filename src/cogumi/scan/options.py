@@ -20,8 +20,7 @@ import yaml
 from cogumi.scan.report import FAIL_ON
 from cogumi.sidecar.options import OptionsError, OptionSpec, build_parser, check_listen, merge
 
-FORMATS = ("json", "md")
-LATER_FORMATS = ("sarif", "junit")
+FORMATS = ("json", "md", "sarif", "junit")
 ADAPTERS = ("native", "openai", "template")
 INTENSITIES = ("low", "med", "high")
 DEFAULT_SCRIPTS = ("S1", "S2", "S3", "S4", "S5")
@@ -59,7 +58,7 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("intensity", str, None, "Prompt variants per step: low, med or high (1/2/3). Default low (with --server: the project's).", metavar="LEVEL"),
     OptionSpec("scripts", list, [], "Scripts to run, comma-separated: S1..S5, P01..P16, custom ids (default S1..S5; with --server: the project's).", metavar="IDS"),
     OptionSpec("scripts_file", str, None, "YAML or JSON file of custom techniques and scripts (the attack library format).", metavar="FILE"),
-    OptionSpec("format", str, "json", "Output format: json or md.", metavar="FORMAT"),
+    OptionSpec("format", str, "json", "Output format: json, md, sarif (SARIF 2.1.0) or junit (JUnit XML).", metavar="FORMAT"),
     OptionSpec("out", str, None, "Write the report to FILE instead of stdout.", metavar="FILE"),
     OptionSpec("data_dir", str, None, "Keep the embedded store in DIR (default: a temporary directory, removed afterwards).", metavar="DIR"),
     OptionSpec("fail_on", str, "high", "Exit 1 when a finding is at least this severe: critical, high, medium, low, info or none.", metavar="SEVERITY"),
@@ -157,12 +156,7 @@ def _script_ids(values: Sequence[str]) -> tuple[str, ...]:
 
 
 def _check_format(value: str) -> str:
-    value = value.strip().lower()
-    if value in LATER_FORMATS:
-        raise UsageError(
-            f"--format {value}: not available yet (it arrives with the reports); use json or md"
-        )
-    return _choice(value, FORMATS, "--format")
+    return _choice(value.strip().lower(), FORMATS, "--format")
 
 
 def load_scripts_file(path: str) -> dict[str, Any]:

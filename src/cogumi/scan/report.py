@@ -167,7 +167,18 @@ def render_markdown(result: ScanResult) -> str:
 
 
 def render(result: ScanResult, fmt: str) -> str:
-    return render_markdown(result) if fmt == "md" else render_json(result)
+    """The scan output in ``fmt``; SARIF and JUnit are built from the JSON document."""
+    if fmt == "md":
+        return render_markdown(result)
+    if fmt == "sarif":
+        from cogumi.reports.formats import to_sarif
+
+        return json.dumps(to_sarif(to_document(result)), indent=2) + "\n"
+    if fmt == "junit":
+        from cogumi.reports.formats import to_junit
+
+        return to_junit(to_document(result))
+    return render_json(result)
 
 
 def at_or_above(severity: str, threshold: str) -> bool:
