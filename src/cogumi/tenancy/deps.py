@@ -42,11 +42,13 @@ def get_settings(request: Request) -> Settings:
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed when the handler returns, else rolled back.
 
-    Requests that may write take SQLite's write lock up front (see ``db.engine.WRITE``).
+    Every request takes SQLite's write lock up front (see ``db.engine.WRITE``):
+    GETs write too (session and key last-seen times, audit rows for downloads,
+    the OIDC callback), and a read transaction that later writes can fail at
+    once on SQLite instead of waiting. In WAL mode plain readers are not blocked
+    by it; PostgreSQL ignores the option.
     """
-    async with transaction(
-        request.app.state.sessionmaker, write=request.method not in SAFE_METHODS
-    ) as session:
+    async with transaction(request.app.state.sessionmaker, write=True) as session:
         yield session
 
 
