@@ -71,7 +71,15 @@ async def one_campaign(sm: Any, org_id: uuid.UUID, project_id: uuid.UUID, url: s
               "project": {"agent_test_url": url, "adapter": {"kind": "native"},
                           "sink_domains": ["attacker-sink.local"], "tool_domains": [], "sensitive_paths": ["/admin"]}}  # fmt: skip
     async with transaction(sm) as session:
-        session.add(Run(id=run_id, org_id=org_id, project_id=project_id, status=RunStatus.running, config=config))
+        session.add(
+            Run(
+                id=run_id,
+                org_id=org_id,
+                project_id=project_id,
+                status=RunStatus.running,
+                config=config,
+            )
+        )
 
     async def never() -> bool:
         return False
@@ -101,7 +109,9 @@ async def one_campaign(sm: Any, org_id: uuid.UUID, project_id: uuid.UUID, url: s
         (await session.get(Run, run_id)).status = RunStatus.completed  # type: ignore[union-attr]
     async with sm() as session:
         messages = await session.scalar(
-            select(func.count()).select_from(Event).where(Event.run_id == run_id, Event.type == "agent.message")
+            select(func.count())
+            .select_from(Event)
+            .where(Event.run_id == run_id, Event.type == "agent.message")
         )
     turns = int(messages or 0) // 2
     return {
@@ -137,7 +147,9 @@ async def main() -> None:
         agent = start_agent(port, args.latency_ms)
         try:
             results = [
-                await one_campaign(sm, org_id, project_id, f"http://127.0.0.1:{port}", scripts, i, settings)
+                await one_campaign(
+                    sm, org_id, project_id, f"http://127.0.0.1:{port}", scripts, i, settings
+                )
                 for i in intensities
             ]
         finally:
