@@ -72,6 +72,10 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "secret_key": "test-secret-key-not-for-production",
         "login_rate_limit": 10_000,
         "public_url": "http://testserver",
+        # Tests share orgs across many objects; quota tests set their own limits.
+        "quota_projects": 10_000,
+        "quota_runs_per_month": 100_000,
+        "quota_runs_per_day_per_project": 10_000,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -41,6 +41,10 @@ SIDECAR = "sidecar"  # X-Sidecar-Token only
 
 ACCESS: dict[tuple[str, str], str | Permission] = {
     ("GET", "/api/health"): PUBLIC,
+    ("GET", "/api/health/ready"): PUBLIC,
+    ("POST", "/api/cron/cleanup"): PUBLIC,  # its own X-Cron-Secret (tests/quotas)
+    ("GET", "/api/quotas"): Permission.READ,
+    ("PATCH", "/api/quotas"): Permission.ORG_MANAGE,
     ("POST", "/api/auth/register"): PUBLIC,
     ("POST", "/api/auth/login"): PUBLIC,
     ("POST", "/api/auth/logout"): PUBLIC,
@@ -147,6 +151,7 @@ def body_for(method: str, path: str) -> dict[str, Any] | None:
         },
         ("PATCH", "/api/findings/{finding_id}"): {"status": "accepted"},
         ("POST", "/api/saved-prompts"): {"title": "kept", "kind": "adversary", "text": "Hi"},
+        ("PATCH", "/api/quotas"): {"events_per_run": 10_000},
     }
     return bodies.get((method, path))
 

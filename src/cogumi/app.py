@@ -14,6 +14,9 @@ from cogumi.db.engine import make_engine, make_sessionmaker
 from cogumi.errors import install_error_handlers, install_integrity_handler
 from cogumi.events.bus import make_bus
 from cogumi.middleware import BodyLimitMiddleware
+from cogumi.ops.metrics import Metrics
+from cogumi.ops.middleware import RequestContextMiddleware
+from cogumi.ops.routes import metrics_router
 from cogumi.runs.runtime import start_runtime
 from cogumi.tenancy.deps import get_principal
 from cogumi.tenancy.ratelimit import make_rate_limiter
@@ -27,6 +30,7 @@ def api_routers() -> list[APIRouter]:
     from cogumi.health import routes as health_routes
     from cogumi.projects import routes as projects_routes
     from cogumi.projects import routes_canaries
+    from cogumi.quotas import routes as quotas_routes
     from cogumi.reports import routes as reports_routes
     from cogumi.runs import routes as runs_routes
     from cogumi.saved_prompts import routes as saved_prompts_routes
@@ -45,13 +49,24 @@ def api_routers() -> list[APIRouter]:
         findings_routes.router,
         reports_routes.router,
         saved_prompts_routes.router,
+        quotas_routes.router,
     ]
+
+
+def open_api_routers() -> list[APIRouter]:
+    """API routers mounted under ``/api`` *without* principal resolution: readiness must
+    answer while the database is down, and the cron hook has its own secret and opens
+    its own short transactions (no request transaction holding SQLite's write lock)."""
+    from cogumi.ops.routes import ready_router
+    from cogumi.quotas.routes import cron_router
+
+    return [ready_router, cron_router]
 
 
 def api_route_table() -> list[tuple[str, str]]:
     """Every (method, path) the JSON API serves, as mounted (the isolation test's input)."""
     table = []
-    for router in api_routers():
+    for router in [*api_routers(), *open_api_routers()]:
         for route in router.routes:
             if isinstance(route, APIRoute):
                 table.extend((method, "/api" + route.path) for method in sorted(route.methods))
@@ -72,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings, sessionmaker=app.state.sessionmaker, bus=app.state.live_bus
         )
         app.state.run_queue = app.state.runs.queue
+        app.state.runs.worker.on_finish.append(app.state.metrics.run_ended)
         try:
             yield
         finally:
@@ -89,14 +105,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()
     install_error_handlers(app)
     install_integrity_handler(app)
     # Resolving the principal on every API request also enforces CSRF on every
     # cookie-authenticated write, including routes that do not need a user.
     for router in api_routers():
         app.include_router(router, prefix="/api", dependencies=[Depends(get_principal)])
+    for router in open_api_routers():
+        app.include_router(router, prefix="/api")
+    app.include_router(metrics_router)  # /metrics, outside /api
     from cogumi.web import mount_web
 
     mount_web(app)  # pages and /static, outside /api
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    # Outermost: the request id covers every log line, even a 413 or an error.
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app

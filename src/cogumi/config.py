@@ -139,6 +139,56 @@ class Settings(BaseSettings):
         "or a queued job that was never picked up.",
     )
     log_level: str = Field(default="INFO", description="Python log level.")
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="`json`: one JSON object per log line with the request id (no secrets); "
+        "`text`: plain lines for a terminal.",
+    )
+    quota_projects: int = Field(
+        default=5, ge=1, description="Default most projects per organisation."
+    )
+    quota_runs_per_month: int = Field(
+        default=100, ge=1, description="Default most runs an organisation may start per month."
+    )
+    quota_runs_per_day_per_project: int = Field(
+        default=10, ge=1, description="Default most runs one project may start per day (UTC)."
+    )
+    quota_events_per_run: int = Field(
+        default=10_000,
+        ge=10,
+        description="Default most events one run may hold; past it the run stops as "
+        "`stopped_quota`.",
+    )
+    quota_storage_bytes: int = Field(
+        default=1_000_000_000,
+        ge=1,
+        description="Default estimated storage an organisation may use, in bytes (1 GB).",
+    )
+    retention_interval_sec: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How often `serve` and `worker` run the retention cleanup; 0 turns the "
+        "schedule off (`POST /api/cron/cleanup` still works).",
+    )
+    retention_archive_dir: Path | None = Field(
+        default=None,
+        description="When set, every run is written there as a JSON evidence bundle before "
+        "retention deletes it (`<dir>/<org>/<project>/<run>.json`).",
+    )
+    cron_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret a scheduler sends as `X-Cron-Secret` to `POST /api/cron/cleanup`; "
+        "unset: that route answers 404.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, `/metrics` requires `Authorization: Bearer <token>`.",
+    )
+    shutdown_grace_sec: int = Field(
+        default=30,
+        ge=1,
+        description="On SIGTERM, how long `serve` lets in-flight requests finish before closing.",
+    )
 
     @field_validator("database_url")
     @classmethod

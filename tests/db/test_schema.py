@@ -10,7 +10,7 @@ import cogumi.db.models  # noqa: F401 - registers every table
 from cogumi.db.base import Base
 
 # Tables that are not owned by one org (they span orgs by nature).
-NOT_TENANT = {"organizations", "users", "sessions", "alembic_version"}
+NOT_TENANT = {"organizations", "users", "sessions", "alembic_version", "job_locks"}
 
 
 async def test_migrations_match_models(app) -> None:  # type: ignore[no-untyped-def]

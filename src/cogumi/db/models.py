@@ -4,6 +4,7 @@ from cogumi.engine import models as engine_models
 from cogumi.events import models as events_models
 from cogumi.findings import models as findings_models
 from cogumi.projects import models as projects_models
+from cogumi.quotas import models as quotas_models
 from cogumi.reports import models as reports_models
 from cogumi.runs import models as runs_models
 from cogumi.saved_prompts import models as saved_prompts_models
@@ -15,4 +16,5 @@ __all__ = [
     "tenancy_models",
     "reports_models",
     "saved_prompts_models",
+    "quotas_models",
 ]

@@ -28,6 +28,7 @@ from cogumi.events.schemas import (
 )
 from cogumi.projects import service as projects_service
 from cogumi.projects.models import Project, SidecarToken
+from cogumi.quotas.ingest import IngestQuota
 from cogumi.runs.models import Run
 from cogumi.tenancy.deps import DbSession, Reader
 
@@ -70,7 +71,10 @@ async def ingest_events(
         events=len(body.events),
         per_min=request.app.state.settings.ingest_rate_limit_per_min,
     )
-    return await service.ingest_batch(session, token=token, batch=body)
+    quota = IngestQuota(settings=request.app.state.settings, bus=request.app.state.live_bus)
+    result = await service.ingest_batch(session, token=token, batch=body, quota=quota)
+    request.app.state.metrics.ingested(accepted=result.accepted, dropped=result.dropped)
+    return result
 
 
 @router.post("/projects/{project_id}/sidecar/heartbeat", response_model=HeartbeatOut)
@@ -161,4 +165,4 @@ async def run_stream(
         run_id=run_id,
         after=after,
     )
-    return EventSourceResponse(messages, ping=15)
+    return EventSourceResponse(request.app.state.metrics.sse_client(messages), ping=15)

@@ -66,6 +66,9 @@ async def create_project(
 ) -> Project:
     check_agent_url(data.agent_test_url, settings=settings)
     await _ensure_name_free(session, org_id=member.org_id, name=data.name)
+    from cogumi.quotas.service import check_project_quota
+
+    await check_project_quota(session, org_id=member.org_id, settings=settings)  # 429 when full
     values = data.model_dump(mode="json")
     values["environment"] = data.environment
     project = Project(id=uuid.uuid4(), org_id=member.org_id, created_by=member.user_id, **values)

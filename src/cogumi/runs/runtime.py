@@ -63,6 +63,12 @@ async def start_runtime(
         queue.register(worker.handle)
     await queue.startup()
     tasks = [spawn(worker.reap_forever(), name="run-reaper")]
+    if settings.retention_interval_sec > 0:  # serve and worker alike; a DB lock serialises them
+        from cogumi.quotas.retention import schedule
+
+        tasks.append(
+            spawn(schedule(sessionmaker=sessionmaker, settings=settings), name="retention")
+        )
     if listen and not queue.in_process:
         tasks.append(spawn(queue.listen(), name="run-queue-listener"))
     return RunsRuntime(queue=queue, worker=worker, tasks=tasks)

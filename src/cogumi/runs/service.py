@@ -158,6 +158,10 @@ async def create_run(
     existing = await active_run(session, project_id=project.id)
     if existing is not None:
         raise _busy(existing)
+    from cogumi.quotas.service import charge_run
+
+    limits = await charge_run(session, project=project, settings=settings)  # 429 when spent
+    config["quota"] = {"events_per_run": limits.events_per_run}
     run = Run(
         id=uuid.uuid4(),
         org_id=project.org_id,

@@ -35,6 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cogumi.config import Settings
 from cogumi.db.engine import transaction
 from cogumi.events.bus import LiveBus
+from cogumi.quotas import runcap
+from cogumi.quotas.storage import account_engine_events
 from cogumi.runs import lease, service
 from cogumi.runs.models import TERMINAL_STATUSES, Run, RunStatus
 from cogumi.runs.queue import RunQueue
@@ -82,6 +84,7 @@ class Attempt:
     deadline: float
     lost: bool = False
     capped: bool = False
+    events_cap: int | None = None  # the run's events-per-run quota, fixed at creation
 
 
 class RunWorker:
@@ -103,6 +106,8 @@ class RunWorker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.cap_grace_sec = CAP_GRACE_SEC
         self._active: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # Called with each run this worker ends (metrics); must not raise.
+        self.on_finish: list[Callable[[Run], None]] = []
 
     # --- the job ------------------------------------------------------------
 
@@ -124,6 +129,7 @@ class RunWorker:
         if run is None:
             return
         attempt = Attempt(run_id=run_id, deadline=time.monotonic() + run.duration_cap_sec)
+        attempt.events_cap = ((run.config or {}).get("quota") or {}).get("events_per_run")
         renewer = spawn(self._renew(attempt), name=f"lease-{run_id}")
         try:
             outcome = await self._run_executor(attempt, run.duration_cap_sec)
@@ -177,11 +183,13 @@ class RunWorker:
             async with self.sessionmaker() as session:
                 row = (
                     await session.execute(
-                        select(Run.status, Run.cancel_requested_at, Run.lease_owner).where(
-                            Run.id == attempt.run_id
-                        )
+                        select(
+                            Run.status, Run.cancel_requested_at, Run.lease_owner, Run.last_seq
+                        ).where(Run.id == attempt.run_id)
                     )
                 ).one_or_none()
+            if row is not None and row.status == RunStatus.stopped_quota:
+                return True  # ingest stopped it at its event cap; _finish keeps that status
             if row is None or row.lease_owner != self.owner or row.status != RunStatus.running:
                 attempt.lost = True
                 return True
@@ -190,7 +198,7 @@ class RunWorker:
             if time.monotonic() >= attempt.deadline:
                 attempt.capped = True
                 return True
-            return False
+            return await self._over_event_quota(attempt, row.last_seq)
 
         return should_stop
 
@@ -227,10 +235,25 @@ class RunWorker:
                 return  # reaped meanwhile: the next attempt owns it
             run.lease_owner = None
             run.lease_expires_at = None
-            if run.status in TERMINAL_STATUSES:
-                return  # the executor ended it itself (e.g. stopped_quota)
-            status, reason = _outcome(run, attempt, error)
-            await service.finish_run(session, bus=self.bus, run=run, status=status, reason=reason)
+            await account_engine_events(session, run=run)
+            if run.status not in TERMINAL_STATUSES:  # else the executor or ingest ended it
+                status, reason = _outcome(run, attempt, error)
+                await service.finish_run(
+                    session, bus=self.bus, run=run, status=status, reason=reason
+                )
+        for observe in self.on_finish:
+            observe(run)
+
+    async def _over_event_quota(self, attempt: Attempt, stored: int) -> bool:
+        """Warn at 80% of the run's event quota; at 100% stop it as ``stopped_quota``."""
+        cap = attempt.events_cap
+        if not cap or stored < cap * runcap.WARN_AT:
+            return False
+        async with transaction(self.sessionmaker) as session:
+            run = await session.get(Run, attempt.run_id)
+            if run is None:
+                return True
+            return await runcap.after_events(session, bus=self.bus, run=run, stored=stored, cap=cap)
 
     # --- lifecycle ----------------------------------------------------------
 

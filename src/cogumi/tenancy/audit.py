@@ -37,6 +37,7 @@ class Action(enum.StrEnum):
     REPORT_GENERATED = "report.generated"
     REPORT_DOWNLOADED = "report.downloaded"
     RETENTION_DELETED = "retention.deleted"
+    QUOTAS_UPDATED = "quotas.updated"
 
 
 def record(

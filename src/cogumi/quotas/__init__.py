@@ -1,0 +1,1 @@
+"""Quotas per organisation and data retention."""
