@@ -7,7 +7,12 @@ agent) / turns: what the engine itself costs (recording, redaction, variant
 store, evaluation, story, live stream). No sidecar is connected, so evidence
 windows close at once; with a sidecar a turn also waits for its watermark.
 
-    python bench/campaign_bench.py [--latency-ms 50] [--scripts S1,...] [--quick]
+Wall-clock overhead includes waiting for a CPU on a busy machine; the engine's
+own CPU time per turn (this process, all threads, minus the CPU spent inside
+the agent calls) is printed beside it. ``--repeat N`` runs every intensity N
+times and adds the medians.
+
+    python bench/campaign_bench.py [--latency-ms 50] [--scripts S1,...] [--quick] [--repeat N]
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -87,23 +93,24 @@ async def one_campaign(sm: Any, org_id: uuid.UUID, project_id: uuid.UUID, url: s
     campaign = await runner.load_campaign(
         sessionmaker=sm, settings=settings, bus=MemoryBus(), run_id=run_id, should_stop=never
     )
-    waited = 0.0
+    waited = waited_cpu = 0.0
     send = campaign.adapter.send
 
     async def timed_send(**kwargs: Any) -> Any:
-        nonlocal waited
-        started = time.perf_counter()
+        nonlocal waited, waited_cpu
+        started, started_cpu = time.perf_counter(), time.process_time()
         try:
             return await send(**kwargs)
         finally:
             waited += time.perf_counter() - started
+            waited_cpu += time.process_time() - started_cpu
 
     campaign.adapter.send = timed_send  # type: ignore[method-assign]
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     for script_id in scripts:
         await campaign.run_script(campaign.library.scripts[script_id])
     await campaign.finish()
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
     await campaign.adapter.aclose()
     async with transaction(sm) as session:
         (await session.get(Run, run_id)).status = RunStatus.completed  # type: ignore[union-attr]
@@ -121,6 +128,7 @@ async def one_campaign(sm: Any, org_id: uuid.UUID, project_id: uuid.UUID, url: s
         "wall_sec": round(wall, 3),
         "agent_wait_sec": round(waited, 3),
         "overhead_ms_per_turn": round((wall - waited) / turns * 1000, 2) if turns else None,
+        "engine_cpu_ms_per_turn": round((cpu - waited_cpu) / turns * 1000, 2) if turns else None,
     }
 
 
@@ -129,6 +137,7 @@ async def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--scripts", default=",".join(ALL))
     parser.add_argument("--quick", action="store_true", help="S1-S5 at low and med only")
+    parser.add_argument("--repeat", type=int, default=1, help="campaigns per intensity")
     args = parser.parse_args()
     scripts = ALL[:5] if args.quick else args.scripts.split(",")
     intensities = ["low", "med"] if args.quick else ["low", "med", "high"]
@@ -150,6 +159,7 @@ async def main() -> None:
                 await one_campaign(
                     sm, org_id, project_id, f"http://127.0.0.1:{port}", scripts, i, settings
                 )
+                for _ in range(args.repeat)
                 for i in intensities
             ]
         finally:
@@ -157,7 +167,20 @@ async def main() -> None:
             agent.wait(timeout=10)
             await engine.dispose()
     print(json.dumps({"bench": "campaign", "agent_latency_ms": args.latency_ms, "store": "sqlite",
-                      "results": results, "target_overhead_ms_per_turn": 10}, indent=2))  # fmt: skip
+                      "results": results, "medians": medians(results, intensities),
+                      "target_overhead_ms_per_turn": 10}, indent=2))  # fmt: skip
+
+
+def medians(results: list[dict[str, Any]], intensities: list[str]) -> dict[str, Any]:
+    """Median wall overhead and engine CPU per turn, by intensity."""
+    out: dict[str, Any] = {}
+    for intensity in intensities:
+        mine = [r for r in results if r["intensity"] == intensity and r["turns"]]
+        out[intensity] = {
+            key: statistics.median(r[key] for r in mine) if mine else None
+            for key in ("overhead_ms_per_turn", "engine_cpu_ms_per_turn")
+        }
+    return out
 
 
 if __name__ == "__main__":

@@ -14,13 +14,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogumi.db.base import utcnow
 from cogumi.detect.redact import redact_text
-from cogumi.events.models import Event
-from cogumi.events.service import bound_payload, integrity_hash, reserve_seq
+from cogumi.events.service import (
+    bound_payload,
+    insert_events,
+    integrity_hash,
+    reserve_seq_and_probe,
+)
 from cogumi.runs.models import Run
 
 PREVIEW_LIMIT = 16 * 1024
@@ -45,10 +48,12 @@ class Recorder:
     run: Run
     canary_hashes: frozenset[str] = frozenset()
     events: list[dict[str, Any]] = field(default_factory=list)
+    sidecar_seen: bool = True
+    """Whether a sidecar had ever shipped to the project at the last write (until
+    the first write: assume one has)."""
 
-    async def message(
+    def message_row(
         self,
-        session: AsyncSession,
         *,
         actor: str,
         text: str,
@@ -59,7 +64,11 @@ class Recorder:
         error: str | None = None,
         ts: datetime | None = None,
     ) -> dict[str, Any]:
-        """One ``agent.message`` (adversary or target), redacted, with its matches."""
+        """One ``agent.message`` row (adversary or target), redacted, with its matches.
+
+        Built without a ``seq``: :meth:`write` numbers a whole turn's rows with
+        one reservation, so a turn costs one run-row update and one insert.
+        """
         redacted, found = redact_text(text, limit=PREVIEW_LIMIT)
         matches = upgrade_canaries((m.to_dict() for m in found), self.canary_hashes)
         who = "Adversary" if actor == "adversary" else "Agent"
@@ -71,20 +80,46 @@ class Recorder:
             "attack_style": attack_style,
             "session_id": session_id,
         }
-        return await self._write(
-            session, type_="agent.message", channel="system", actor=actor, payload=payload,
+        return self._row(
+            type_="agent.message", channel="system", actor=actor, payload=payload,
             matches=matches, error=error, ts=ts,
         )  # fmt: skip
 
-    async def marker(self, session: AsyncSession, **payload: Any) -> dict[str, Any]:
-        """A ``marker`` event (script start/end, finding, quota stop)."""
-        return await self._write(
-            session, type_="marker", channel="system", actor="system", payload=payload, matches=[]
+    def marker_row(self, **payload: Any) -> dict[str, Any]:
+        """A ``marker`` row (script start/end, finding, quota stop)."""
+        return self._row(
+            type_="marker", channel="system", actor="system", payload=payload, matches=[]
         )
 
-    async def _write(
+    async def message(self, session: AsyncSession, **fields: Any) -> dict[str, Any]:
+        """Write one ``agent.message`` (see :meth:`message_row`)."""
+        (event,) = await self.write(session, [self.message_row(**fields)])
+        return event
+
+    async def marker(self, session: AsyncSession, **payload: Any) -> dict[str, Any]:
+        """Write one ``marker`` event."""
+        (event,) = await self.write(session, [self.marker_row(**payload)])
+        return event
+
+    async def write(
+        self, session: AsyncSession, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Number ``rows`` with the run's next seqs (one reservation) and insert them.
+
+        The reservation also refreshes :attr:`sidecar_seen`.
+        """
+        first, self.sidecar_seen = await reserve_seq_and_probe(
+            session, run_id=self.run.id, count=len(rows)
+        )
+        for offset, row in enumerate(rows):
+            row["seq"] = first + offset
+        await insert_events(session, rows)
+        events = [{**row, "id": str(row["id"])} for row in rows]
+        self.events.extend(events)
+        return events
+
+    def _row(
         self,
-        session: AsyncSession,
         *,
         type_: str,
         channel: str,
@@ -94,15 +129,14 @@ class Recorder:
         error: str | None = None,
         ts: datetime | None = None,
     ) -> dict[str, Any]:
-        seq = await reserve_seq(session, run_id=self.run.id, count=1)
         payload = bound_payload(payload)
         now = utcnow()
-        row = {
+        return {
             "id": uuid.uuid4(),
             "org_id": self.run.org_id,
             "project_id": self.run.project_id,
             "run_id": self.run.id,
-            "seq": seq,
+            "seq": None,
             "ts": ts or now,
             "received_at": now,
             "channel": channel,
@@ -113,7 +147,3 @@ class Recorder:
             "integrity_hash": integrity_hash(payload),
             "error": error,
         }
-        await session.execute(insert(Event), [row])
-        event = {**row, "id": str(row["id"])}
-        self.events.append(event)
-        return event

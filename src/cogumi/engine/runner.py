@@ -113,22 +113,43 @@ class Campaign:
         except AdapterError as exc:
             error = exc.reason
         replied_at = utcnow()
-        async with transaction(self.sessionmaker) as session:  # both sides of the turn, or neither
-            sent = await self.recorder.message(
-                session, actor="adversary", text=message, ts=sent_at, script_id=script.id,
+        rows = [
+            self.recorder.message_row(
+                actor="adversary", text=message, ts=sent_at, script_id=script.id,
                 step_id=step.id, attack_style=style, session_id=session_id,
-            )  # fmt: skip
-            got = await self.recorder.message(
-                session, actor="target", text=reply_text, error=error, ts=replied_at,
+            ),
+            self.recorder.message_row(
+                actor="target", text=reply_text, error=error, ts=replied_at,
                 script_id=script.id, step_id=step.id, attack_style=style, session_id=session_id,
-            )  # fmt: skip
+            ),
+        ]  # fmt: skip
+        async with transaction(self.sessionmaker) as session:  # both sides of the turn, or neither
+            sent, got = await self.recorder.write(session, rows)
+            settled = await self._settled_window(session, sent_at, replied_at)
         self.reply_matches[got["id"]] = list(got["matches"])
-        window, complete = await self.window(sent_at, replied_at)
+        window, complete = settled or await self.window(sent_at, replied_at)
         return Turn(
             step_id=step.id, kind=step.kind, session_id=session_id, adversary_message=message,
             reply=reply_text, adversary_event_id=sent["id"], reply_event_id=got["id"],
             window=window, window_complete=complete, error=error, nonce=nonce,
         )  # fmt: skip
+
+    async def _settled_window(
+        self, session: AsyncSession, sent_at: datetime, replied_at: datetime
+    ) -> tuple[tuple[NetEvent, ...], bool] | None:
+        """The turn's window if it can be read now, in the turn's own transaction.
+
+        A project no sidecar ever shipped to has no network events: empty and
+        incomplete, without reading the events table. None when a live
+        sidecar's watermark has not yet passed the reply (:meth:`window` waits).
+        """
+        if not self.recorder.sidecar_seen:  # learnt by the turn's own seq reservation
+            return (), False
+        mark = await watermark_for_project(session, project_id=self.run.project_id)
+        complete = mark is not None and mark >= replied_at
+        if complete or mark is None:
+            return await self._window_events(session, sent_at, replied_at), complete
+        return None
 
     async def window(
         self, sent_at: datetime, replied_at: datetime
@@ -144,20 +165,25 @@ class Campaign:
                 mark = await watermark_for_project(session, project_id=self.run.project_id)
                 complete = mark is not None and mark >= replied_at
                 if complete or mark is None or loop.time() >= deadline:
-                    rows = (
-                        await session.scalars(
-                            select(Event)
-                            .where(
-                                Event.run_id == self.run.id,
-                                Event.channel.in_(("http", "policy")),
-                                Event.ts >= sent_at - CLOCK_SKEW,
-                                Event.ts <= replied_at + CLOCK_SKEW,
-                            )
-                            .order_by(Event.seq)
-                        )
-                    ).all()
-                    return tuple(self._net_event(row) for row in rows), complete
+                    return await self._window_events(session, sent_at, replied_at), complete
             await asyncio.sleep(WATERMARK_POLL_SEC)
+
+    async def _window_events(
+        self, session: AsyncSession, sent_at: datetime, replied_at: datetime
+    ) -> tuple[NetEvent, ...]:
+        rows = (
+            await session.scalars(
+                select(Event)
+                .where(
+                    Event.run_id == self.run.id,
+                    Event.channel.in_(("http", "policy")),
+                    Event.ts >= sent_at - CLOCK_SKEW,
+                    Event.ts <= replied_at + CLOCK_SKEW,
+                )
+                .order_by(Event.seq)
+            )
+        ).all()
+        return tuple(self._net_event(row) for row in rows)
 
     def _net_event(self, row: Event) -> NetEvent:
         payload = row.payload_redacted or {}
@@ -203,7 +229,7 @@ class Campaign:
                 )
             )
         steps = [s for s in script.steps if s.kind != "control"]
-        variants = {s.id: await self._variants(script, s) for s in steps}
+        variants = await self._variants(script, steps)
         passes = max((len(v) for v in variants.values()), default=0)
         verdicts: list[Verdict] = []
         for index in range(passes):
@@ -219,15 +245,20 @@ class Campaign:
             verdicts.append(self._judge(technique, controls))
         return verdicts
 
-    async def _variants(self, script: Script, step: Step) -> list[Variant]:
-        """This step's phrasings: freshly rendered, stored, then the project's least used."""
-        rendered = render_variants(step, self.styles, self.intensity, self.rng)  # type: ignore[arg-type]
+    async def _variants(self, script: Script, steps: list[Step]) -> dict[str, list[Variant]]:
+        """Each step's phrasings: freshly rendered, stored, then the project's least used.
+
+        One transaction for the whole script, not one per step.
+        """
+        chosen: dict[str, list[Variant]] = {}
         async with transaction(self.sessionmaker) as session:
-            chosen = await variant_store.choose(
-                session, org_id=self.run.org_id, project_id=self.run.project_id,
-                script_id=script.id, step_id=step.id, rendered=rendered, styles=self.styles,
-            )  # fmt: skip
-        return chosen or rendered
+            for step in steps:
+                rendered = render_variants(step, self.styles, self.intensity, self.rng)  # type: ignore[arg-type]
+                chosen[step.id] = await variant_store.choose(
+                    session, org_id=self.run.org_id, project_id=self.run.project_id,
+                    script_id=script.id, step_id=step.id, rendered=rendered, styles=self.styles,
+                ) or rendered  # fmt: skip
+        return chosen
 
     async def _stop(self) -> bool:
         if not self.stopped and await self.should_stop():
@@ -281,8 +312,8 @@ class Campaign:
         severity: str = technique.severity if verdict.result in ("fail", "blocked") else "info"
         if verdict.status == "suspected":
             severity = _DOWNGRADE[severity]
+        run = self.run  # only its ids are read: no need to load the row again
         async with transaction(self.sessionmaker) as session:
-            run = await self._run(session)
             await runs_service.record_script_result(
                 session, run=run, script_id=script.id, technique_id=technique.id,
                 result=verdict.result, score=verdict.score, severity=severity,
@@ -333,7 +364,7 @@ class Campaign:
         if step is None:
             return
         await runs_service.add_story_step(
-            session, bus=self.bus, run=await self._run(session), step_kind=step.step_kind,
+            session, bus=self.bus, run=self.run, step_kind=step.step_kind,
             claim_title=step.claim_title, claim_summary=step.claim_summary,
             severity=step.severity, status=step.status, script_id=step.script_id,
             attack_style=step.attack_style, evidence_event_ids=step.evidence_event_ids,

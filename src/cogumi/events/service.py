@@ -23,10 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,7 +38,6 @@ from cogumi.errors import Forbidden, NotFound, PayloadTooLarge, TooManyRequests
 from cogumi.events.models import Event, IngestBatch, SidecarStatus
 from cogumi.events.schemas import EventIn, HeartbeatIn, IngestBatchIn, IngestResult
 from cogumi.projects.models import Project, SidecarToken, TokenStatus
-from cogumi.quotas.ingest import IngestQuota
 from cogumi.runs.models import Run, RunStatus
 from cogumi.tenancy.ratelimit import RateLimiter
 
@@ -169,16 +171,92 @@ async def _target_run(
     return running
 
 
+_RUNS = cast(Table, Run.__table__)
+_SIDECAR_STATUS = cast(Table, SidecarStatus.__table__)
+_EVENTS = cast(Table, Event.__table__)
+_EVENT_COLUMNS = tuple(column.name for column in _EVENTS.columns)
+
+
 async def reserve_seq(session: AsyncSession, *, run_id: uuid.UUID, count: int) -> int:
     """Reserve ``count`` seq numbers for a run; returns the first. Row-locked, gap-free."""
-    last = await session.scalar(
-        update(Run)
-        .where(Run.id == run_id)
-        .values(last_seq=Run.last_seq + count)
-        .returning(Run.last_seq)
+    first, _ = await _reserve(session, run_id=run_id, count=count, probe=False)
+    return first
+
+
+async def reserve_seq_and_probe(
+    session: AsyncSession, *, run_id: uuid.UUID, count: int
+) -> tuple[int, bool]:
+    """:func:`reserve_seq`, also telling whether any sidecar ever shipped to the run's
+    project, in the same statement: without one, a run has no network events
+    (every non-empty ingest batch leaves a sidecar status row)."""
+    return await _reserve(session, run_id=run_id, count=count, probe=True)
+
+
+async def _reserve(
+    session: AsyncSession, *, run_id: uuid.UUID, count: int, probe: bool
+) -> tuple[int, bool]:
+    # A Core update: the ORM's bulk-update bookkeeping costs more than the statement.
+    returned: list[Any] = [_RUNS.c.last_seq]
+    if probe:
+        returned.append(
+            select(_SIDECAR_STATUS.c.token_id)
+            .where(_SIDECAR_STATUS.c.project_id == _RUNS.c.project_id)
+            .exists()
+        )
+    row = (
+        await session.execute(
+            update(_RUNS)
+            .where(_RUNS.c.id == run_id)
+            .values(last_seq=_RUNS.c.last_seq + count)
+            .returning(*returned)
+        )
+    ).one()
+    return int(row[0]) - count + 1, bool(row[1]) if probe else False
+
+
+async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert event rows through the driver's bulk path, in the session's transaction.
+
+    Values go through the columns' own SQLAlchemy bind processors, so they are
+    stored exactly as an ORM insert would store them; only the per-row
+    statement machinery is skipped: asyncpg ``COPY`` on PostgreSQL, one
+    ``executemany`` on SQLite. Other dialects (or a PostgreSQL connection with
+    no transaction begun yet) take the plain Core insert.
+    """
+    if not rows:
+        return
+    connection = await session.connection()
+    dialect = connection.dialect
+    driver = (await connection.get_raw_connection()).driver_connection
+    if dialect.name == "postgresql" and driver is not None and driver.is_in_transaction():
+        await driver.copy_records_to_table(
+            _EVENTS.name, records=_records(dialect, rows), columns=_EVENT_COLUMNS
+        )
+    elif dialect.name == "sqlite" and driver is not None:
+        await driver.executemany(_sqlite_insert_sql(), _records(dialect, rows))
+    else:
+        await session.execute(insert(_EVENTS), list(rows))
+
+
+def _records(dialect: Dialect, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    processors = _bind_processors(dialect)
+    return [
+        tuple(process(row.get(name)) if process else row.get(name) for name, process in processors)
+        for row in rows
+    ]
+
+
+@cache
+def _bind_processors(dialect: Dialect) -> tuple[tuple[str, Any], ...]:
+    return tuple(
+        (column.name, column.type._cached_bind_processor(dialect)) for column in _EVENTS.columns
     )
-    assert last is not None
-    return int(last) - count + 1
+
+
+@cache
+def _sqlite_insert_sql() -> str:
+    marks = ", ".join("?" for _ in _EVENT_COLUMNS)
+    return f"INSERT INTO {_EVENTS.name} ({', '.join(_EVENT_COLUMNS)}) VALUES ({marks})"  # noqa: S608 - fixed names
 
 
 async def _stored_result(
@@ -222,18 +300,9 @@ async def check_ingest_rate(
 
 
 async def ingest_batch(
-    session: AsyncSession,
-    *,
-    token: SidecarToken,
-    batch: IngestBatchIn,
-    quota: IngestQuota | None = None,
+    session: AsyncSession, *, token: SidecarToken, batch: IngestBatchIn
 ) -> IngestResult:
-    """Store one batch of a sidecar's events (see the module docstring).
-
-    With ``quota``, a full org storage estimate refuses the batch (429) and a
-    run's events-per-run cap keeps only what fits (the rest counts as dropped
-    and the run stops as ``stopped_quota``).
-    """
+    """Store one batch of a sidecar's events (see the module docstring)."""
     if batch.project_id != token.project_id:
         raise Forbidden("this sidecar token belongs to another project", field="project_id")
     count = len(batch.events)
@@ -242,17 +311,10 @@ async def ingest_batch(
         await _touch_status(session, token=token, watermark=_bounded(batch.watermark, now))
         return IngestResult(ok=True, accepted=0, dropped=0, run_active=await _run_active(
             session, project_id=token.project_id, run_id=batch.run_id))  # fmt: skip
-    if quota is not None:
-        await quota.check_storage(session, org_id=token.org_id)
-    claimed = await _claim_batch(session, token=token, batch=batch, accepted=count)
-    if claimed is None:
+    if await _claim_batch(session, token=token, batch=batch, accepted=count) is None:
         return await _stored_result(session, project_id=token.project_id, batch_id=batch.batch_id)
     run = await _target_run(session, project_id=token.project_id, run_id=batch.run_id)
-    cap = None
-    if run is not None and quota is not None:
-        count, cap = await quota.room(session, run=run, count=count)
-        claimed.accepted, claimed.dropped = count, len(batch.events) - count
-    first = await reserve_seq(session, run_id=run.id, count=count) if run and count else None
+    first = await reserve_seq(session, run_id=run.id, count=count) if run else None
     rows = [
         event_row(
             event,
@@ -263,13 +325,9 @@ async def ingest_batch(
             token_id=token.id,
             received_at=now,
         )
-        for i, event in enumerate(batch.events[:count])
+        for i, event in enumerate(batch.events)
     ]
-    if rows:
-        await session.execute(insert(Event), rows)
-    if quota is not None:
-        last = first + count - 1 if first is not None else None
-        await quota.stored(session, org_id=token.org_id, rows=rows, run=run, last_seq=last, cap=cap)
+    await insert_events(session, rows)
     await _touch_status(
         session, token=token, last_event_at=now, watermark=_bounded(batch.watermark, now)
     )
@@ -279,8 +337,7 @@ async def ingest_batch(
         .values(events_accepted=SidecarToken.events_accepted + count, last_seen_at=now)
     )
     active = run is not None and run.status == RunStatus.running
-    dropped = len(batch.events) - count
-    return IngestResult(ok=True, accepted=count, dropped=dropped, run_active=active)
+    return IngestResult(ok=True, accepted=count, dropped=0, run_active=active)
 
 
 def _bounded(watermark: datetime | None, now: datetime) -> datetime | None:
