@@ -38,6 +38,7 @@ from cogumi.errors import Forbidden, NotFound, PayloadTooLarge, TooManyRequests
 from cogumi.events.models import Event, IngestBatch, SidecarStatus
 from cogumi.events.schemas import EventIn, HeartbeatIn, IngestBatchIn, IngestResult
 from cogumi.projects.models import Project, SidecarToken, TokenStatus
+from cogumi.quotas.ingest import IngestQuota
 from cogumi.runs.models import Run, RunStatus
 from cogumi.tenancy.ratelimit import RateLimiter
 
@@ -300,9 +301,18 @@ async def check_ingest_rate(
 
 
 async def ingest_batch(
-    session: AsyncSession, *, token: SidecarToken, batch: IngestBatchIn
+    session: AsyncSession,
+    *,
+    token: SidecarToken,
+    batch: IngestBatchIn,
+    quota: IngestQuota | None = None,
 ) -> IngestResult:
-    """Store one batch of a sidecar's events (see the module docstring)."""
+    """Store one batch of a sidecar's events (see the module docstring).
+
+    With ``quota``, a full org storage estimate refuses the batch (429) and a
+    run's events-per-run cap keeps only what fits (the rest counts as dropped
+    and the run stops as ``stopped_quota``).
+    """
     if batch.project_id != token.project_id:
         raise Forbidden("this sidecar token belongs to another project", field="project_id")
     count = len(batch.events)
@@ -311,10 +321,17 @@ async def ingest_batch(
         await _touch_status(session, token=token, watermark=_bounded(batch.watermark, now))
         return IngestResult(ok=True, accepted=0, dropped=0, run_active=await _run_active(
             session, project_id=token.project_id, run_id=batch.run_id))  # fmt: skip
-    if await _claim_batch(session, token=token, batch=batch, accepted=count) is None:
+    if quota is not None:
+        await quota.check_storage(session, org_id=token.org_id)
+    claimed = await _claim_batch(session, token=token, batch=batch, accepted=count)
+    if claimed is None:
         return await _stored_result(session, project_id=token.project_id, batch_id=batch.batch_id)
     run = await _target_run(session, project_id=token.project_id, run_id=batch.run_id)
-    first = await reserve_seq(session, run_id=run.id, count=count) if run else None
+    cap = None
+    if run is not None and quota is not None:
+        count, cap = await quota.room(session, run=run, count=count)
+        claimed.accepted, claimed.dropped = count, len(batch.events) - count
+    first = await reserve_seq(session, run_id=run.id, count=count) if run and count else None
     rows = [
         event_row(
             event,
@@ -325,9 +342,13 @@ async def ingest_batch(
             token_id=token.id,
             received_at=now,
         )
-        for i, event in enumerate(batch.events)
+        for i, event in enumerate(batch.events[:count])
     ]
-    await insert_events(session, rows)
+    if rows:
+        await insert_events(session, rows)
+    if quota is not None:
+        last = first + count - 1 if first is not None else None
+        await quota.stored(session, org_id=token.org_id, rows=rows, run=run, last_seq=last, cap=cap)
     await _touch_status(
         session, token=token, last_event_at=now, watermark=_bounded(batch.watermark, now)
     )
@@ -337,7 +358,8 @@ async def ingest_batch(
         .values(events_accepted=SidecarToken.events_accepted + count, last_seen_at=now)
     )
     active = run is not None and run.status == RunStatus.running
-    return IngestResult(ok=True, accepted=count, dropped=0, run_active=active)
+    dropped = len(batch.events) - count
+    return IngestResult(ok=True, accepted=count, dropped=dropped, run_active=active)
 
 
 def _bounded(watermark: datetime | None, now: datetime) -> datetime | None:
