@@ -32,9 +32,20 @@ def incoming_id(scope: Scope) -> str:
 
 
 def route_of(scope: Scope) -> str:
+    """The matched route's template with the prefix it was mounted under (``/api/runs/{run_id}``).
+
+    The route object knows only its own path; the prefix is the part of the
+    request path before what the route's pattern matches.
+    """
     route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "<unmatched>"
+    template, pattern = getattr(route, "path", None), getattr(route, "path_regex", None)
+    if not isinstance(template, str) or pattern is None:
+        return "<unmatched>"
+    path = str(scope.get("path", ""))
+    for cut in [0, *(i for i, ch in enumerate(path) if ch == "/" and i > 0)]:
+        if pattern.match(path[cut:]):
+            return path[:cut] + template
+    return template
 
 
 class RequestContextMiddleware:
