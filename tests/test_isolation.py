@@ -33,6 +33,7 @@ from cogumi.saved_prompts.models import PromptKind, SavedPrompt
 from cogumi.tenancy import security
 from cogumi.tenancy.models import ApiKey, Invitation, Membership, Role, User
 from cogumi.tenancy.permissions import Permission, allows
+from cogumi.webhooks.models import Webhook
 from tests.factories import Account, Accounts, unique_email
 
 PUBLIC = "public"  # anyone; behaviour tested in the area's own tests
@@ -114,6 +115,12 @@ ACCESS: dict[tuple[str, str], str | Permission] = {
     ("POST", "/api/saved-prompts"): Permission.RUNS_START,
     ("DELETE", "/api/saved-prompts/{prompt_id}"): Permission.RUNS_START,
     ("POST", "/api/saved-prompts/{prompt_id}/to-script"): Permission.PROJECTS_WRITE,
+    ("POST", "/api/webhooks"): Permission.TOKENS_MANAGE,
+    ("GET", "/api/webhooks"): Permission.TOKENS_MANAGE,
+    ("GET", "/api/webhooks/{webhook_id}"): Permission.TOKENS_MANAGE,
+    ("PATCH", "/api/webhooks/{webhook_id}"): Permission.TOKENS_MANAGE,
+    ("DELETE", "/api/webhooks/{webhook_id}"): Permission.TOKENS_MANAGE,
+    ("GET", "/api/webhooks/{webhook_id}/deliveries"): Permission.TOKENS_MANAGE,
 }
 
 
@@ -152,6 +159,12 @@ def body_for(method: str, path: str) -> dict[str, Any] | None:
         ("PATCH", "/api/findings/{finding_id}"): {"status": "accepted"},
         ("POST", "/api/saved-prompts"): {"title": "kept", "kind": "adversary", "text": "Hi"},
         ("PATCH", "/api/quotas"): {"events_per_run": 10_000},
+        ("POST", "/api/webhooks"): {
+            "name": "ci",
+            "url": "http://127.0.0.1:9/hook",
+            "events": ["run.completed"],
+        },
+        ("PATCH", "/api/webhooks/{webhook_id}"): {"enabled": False},
     }
     return bodies.get((method, path))
 
@@ -173,6 +186,7 @@ class World:
             "library_id": self._library,
             "finding_id": self._finding,
             "prompt_id": self._saved_prompt,
+            "webhook_id": self._webhook,
         }
         return await makers[param](org_id)
 
@@ -259,6 +273,12 @@ class World:
         row = SavedPrompt(org_id=org_id, title="kept", kind=PromptKind.adversary, text="Hello")
         await self._add(row)
         return {"prompt_id": row.id}
+
+    async def _webhook(self, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
+        row = Webhook(org_id=org_id, name="hook", url="http://127.0.0.1:9/hook",
+                      events=["run.completed"], secret_encrypted="x", secret_prefix="whsec_x")  # fmt: skip
+        await self._add(row)
+        return {"webhook_id": row.id}
 
     async def _finding(self, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
         ids = await self._run(org_id)

@@ -20,6 +20,7 @@ from cogumi.ops.routes import metrics_router
 from cogumi.runs.runtime import start_runtime
 from cogumi.tenancy.deps import get_principal
 from cogumi.tenancy.ratelimit import make_rate_limiter
+from cogumi.webhooks.dispatch import start_dispatcher
 
 
 def api_routers() -> list[APIRouter]:
@@ -36,6 +37,7 @@ def api_routers() -> list[APIRouter]:
     from cogumi.saved_prompts import routes as saved_prompts_routes
     from cogumi.tenancy import oidc as oidc_routes
     from cogumi.tenancy import routes as tenancy_routes
+    from cogumi.webhooks import routes as webhooks_routes
 
     return [
         health_routes.router,
@@ -50,6 +52,7 @@ def api_routers() -> list[APIRouter]:
         reports_routes.router,
         saved_prompts_routes.router,
         quotas_routes.router,
+        webhooks_routes.router,
     ]
 
 
@@ -88,9 +91,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.run_queue = app.state.runs.queue
         app.state.runs.worker.on_finish.append(app.state.metrics.run_ended)
+        app.state.webhooks = await start_dispatcher(
+            settings=settings, sessionmaker=app.state.sessionmaker, engine=engine
+        )
         try:
             yield
         finally:
+            await app.state.webhooks.close()
             await app.state.runs.close()
             await app.state.live_bus.close()
             await app.state.rate_limiter.close()

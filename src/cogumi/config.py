@@ -138,6 +138,31 @@ class Settings(BaseSettings):
         description="How often every worker (and `serve`) looks for runs with a lapsed lease "
         "or a queued job that was never picked up.",
     )
+    webhook_max_attempts: int = Field(
+        default=6,
+        ge=1,
+        le=20,
+        description="Attempts per webhook delivery (the first included) before it is marked "
+        "`failed` in the delivery log.",
+    )
+    webhook_retry_base_sec: float = Field(
+        default=30.0,
+        gt=0,
+        description="Delay before the first webhook retry; each later retry waits twice as long "
+        "(30 s, 1 min, 2 min, 4 min, 8 min with the defaults).",
+    )
+    webhook_timeout_sec: float = Field(
+        default=10.0, gt=0, description="Timeout of one webhook delivery attempt, in seconds."
+    )
+    webhook_sweep_interval_sec: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often `serve` looks for due webhook deliveries it was not woken for "
+        "(retries, deliveries written by `cogumi worker`).",
+    )
+    webhook_log_retention_days: int = Field(
+        default=30, ge=1, description="Days a finished webhook delivery stays in the delivery log."
+    )
     log_level: str = Field(default="INFO", description="Python log level.")
     log_format: Literal["json", "text"] = Field(
         default="json",

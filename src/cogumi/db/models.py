@@ -9,6 +9,7 @@ from cogumi.reports import models as reports_models
 from cogumi.runs import models as runs_models
 from cogumi.saved_prompts import models as saved_prompts_models
 from cogumi.tenancy import models as tenancy_models
+from cogumi.webhooks import models as webhooks_models
 
 __all__ = [
     "engine_models",
@@ -17,4 +18,5 @@ __all__ = [
     "reports_models",
     "saved_prompts_models",
     "quotas_models",
+    "webhooks_models",
 ]

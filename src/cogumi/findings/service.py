@@ -24,6 +24,7 @@ from cogumi.findings.schemas import FindingOut, TriageIn
 from cogumi.runs.models import Run, Severity
 from cogumi.tenancy.audit import Action, record_by
 from cogumi.tenancy.deps import Member
+from cogumi.webhooks import service as webhooks_service
 
 MAX_EVIDENCE = 8
 
@@ -94,6 +95,7 @@ async def record_finding(
     await stream.publish(
         session, bus=bus, org_id=run.org_id, run_id=run.id, kind="finding.created", data=data
     )
+    await webhooks_service.finding_created(session, finding=finding)
     return finding
 
 

@@ -41,6 +41,7 @@ from cogumi.runs.queue import RunQueue, enqueue_after_commit
 from cogumi.runs.schemas import RunCreate
 from cogumi.tenancy.audit import Action, record_by
 from cogumi.tenancy.deps import Member
+from cogumi.webhooks import service as webhooks_service
 
 BUILTIN_SCRIPT_IDS: tuple[str, ...] = (
     *(f"S{i}" for i in range(1, 6)),
@@ -304,6 +305,7 @@ async def finish_run(
         run.risk_score = risk_score
     await session.flush()
     await publish_status(session, bus=bus, run=run)
+    await webhooks_service.run_finished(session, run=run)
     return run
 
 

@@ -38,6 +38,9 @@ class Action(enum.StrEnum):
     REPORT_DOWNLOADED = "report.downloaded"
     RETENTION_DELETED = "retention.deleted"
     QUOTAS_UPDATED = "quotas.updated"
+    WEBHOOK_CREATED = "webhook.created"
+    WEBHOOK_UPDATED = "webhook.updated"
+    WEBHOOK_DELETED = "webhook.deleted"
 
 
 def record(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 08:40:12.429555
+Create Date: 2026-11-27 08:34:24.586959
 """
 
 from collections.abc import Sequence
@@ -348,6 +348,42 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_sessions_user_id"), ["user_id"], unique=False)
 
     op.create_table(
+        "webhooks",
+        sa.Column("name", sa.String(length=120), nullable=False),
+        sa.Column("url", sa.String(length=2048), nullable=False),
+        sa.Column("events", sa.JSON(), nullable=False),
+        sa.Column("min_severity", sa.String(length=16), nullable=False),
+        sa.Column(
+            "format",
+            sa.Enum("json", "slack", name="webhook_format", native_enum=False, length=24),
+            nullable=False,
+        ),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("secret_encrypted", sa.Text(), nullable=False),
+        sa.Column("secret_prefix", sa.String(length=16), nullable=False),
+        sa.Column("created_by", sa.Uuid(), nullable=True),
+        sa.Column("updated_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["created_by"],
+            ["users.id"],
+            name=op.f("fk_webhooks_created_by_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_webhooks_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhooks")),
+    )
+    with op.batch_alter_table("webhooks", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_webhooks_org_id"), ["org_id"], unique=False)
+
+    op.create_table(
         "audit_log",
         sa.Column("action", sa.String(length=64), nullable=False),
         sa.Column("actor_user_id", sa.Uuid(), nullable=True),
@@ -592,6 +628,74 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_sidecar_tokens_org_id"), ["org_id"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_sidecar_tokens_project_id"), ["project_id"], unique=False
+        )
+
+    op.create_table(
+        "webhook_deliveries",
+        sa.Column("webhook_id", sa.Uuid(), nullable=False),
+        sa.Column("event_id", sa.Uuid(), nullable=False),
+        sa.Column(
+            "event_type",
+            sa.Enum(
+                "run.completed",
+                "run.failed",
+                "finding.created",
+                name="webhook_event",
+                native_enum=False,
+                length=24,
+            ),
+            nullable=False,
+        ),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "pending",
+                "sending",
+                "delivered",
+                "failed",
+                name="webhook_delivery_status",
+                native_enum=False,
+                length=24,
+            ),
+            nullable=False,
+        ),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("max_attempts", sa.Integer(), nullable=False),
+        sa.Column("backoff_sec", sa.Float(), nullable=False),
+        sa.Column("next_attempt_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("lease_until", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("delivered_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_status_code", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.String(length=500), nullable=True),
+        sa.Column("attempt_log", sa.JSON(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("org_id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_webhook_deliveries_org_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["webhook_id"],
+            ["webhooks.id"],
+            name=op.f("fk_webhook_deliveries_webhook_id_webhooks"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
+    )
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_webhook_deliveries_due", ["status", "next_attempt_at"], unique=False
+        )
+        batch_op.create_index(
+            "ix_webhook_deliveries_hook_created", ["webhook_id", "created_at"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_webhook_deliveries_org_id"), ["org_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_webhook_deliveries_webhook_id"), ["webhook_id"], unique=False
         )
 
     op.create_table(
@@ -1014,6 +1118,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_events_org_id"))
 
     op.drop_table("events")
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_deliveries_webhook_id"))
+        batch_op.drop_index(batch_op.f("ix_webhook_deliveries_org_id"))
+        batch_op.drop_index("ix_webhook_deliveries_hook_created")
+        batch_op.drop_index("ix_webhook_deliveries_due")
+
+    op.drop_table("webhook_deliveries")
     with op.batch_alter_table("sidecar_tokens", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_sidecar_tokens_project_id"))
         batch_op.drop_index(batch_op.f("ix_sidecar_tokens_org_id"))
@@ -1050,6 +1161,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_audit_log_org_created")
 
     op.drop_table("audit_log")
+    with op.batch_alter_table("webhooks", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhooks_org_id"))
+
+    op.drop_table("webhooks")
     with op.batch_alter_table("sessions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_sessions_user_id"))
 

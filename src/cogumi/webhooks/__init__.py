@@ -1,0 +1,1 @@
+"""Signed webhooks: per-org endpoints told about finished runs and new findings."""
