@@ -34,25 +34,35 @@ def serve(
     host: str = typer.Option(None, help="Bind address (default: COGUMI_HOST or 127.0.0.1)."),
     port: int = typer.Option(None, help="Port (default: COGUMI_PORT or 8000)."),
 ) -> None:
-    """Migrate the database, then serve the web UI and JSON API."""
-    import logging
+    """Migrate the database, then serve the web UI and JSON API.
 
+    On SIGTERM/SIGINT it stops accepting connections, lets in-flight requests finish
+    (up to COGUMI_SHUTDOWN_GRACE_SEC), then hands its running campaigns back to the queue.
+    """
     import uvicorn
 
     from cogumi.app import create_app
     from cogumi.config import Settings
     from cogumi.db.migrate import upgrade
+    from cogumi.ops.logging import configure_logging
 
     settings = Settings()
     settings = settings.model_copy(
         update={"host": host or settings.host, "port": port or settings.port}
     )
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(level=settings.log_level, log_format=settings.log_format)
     upgrade(settings.effective_database_url)
     settings.resolved_secret_key()
     where = "SQLite in " + str(settings.data_dir.resolve()) if settings.is_sqlite else "PostgreSQL"
     typer.echo(f"COGUMI AI Protect on {settings.base_url}  (store: {where})")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # keep the JSON handler configured above
+        access_log=False,  # our middleware logs each request with its id
+        timeout_graceful_shutdown=settings.shutdown_grace_sec,
+    )
 
 
 @app.command()
@@ -63,16 +73,16 @@ def worker(
 ) -> None:
     """Execute campaigns from the Redis queue (scale-out mode; needs COGUMI_REDIS_URL)."""
     import asyncio
-    import logging
 
     from cogumi.config import Settings
+    from cogumi.ops.logging import configure_logging
     from cogumi.runs.runtime import load_executor, run_worker_process
 
     settings = Settings()
     if not settings.redis_url:
         typer.echo("cogumi worker: set COGUMI_REDIS_URL (embedded `serve` runs its own worker)")
         raise typer.Exit(2)
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(level=settings.log_level, log_format=settings.log_format)
     chosen = load_executor(executor) if executor else None
     asyncio.run(run_worker_process(settings, executor=chosen))
 
@@ -169,6 +179,63 @@ def verify_bundle(
         typer.echo(f"TAMPERED: {result.problem}")
         raise typer.Exit(1)
     typer.echo(f"OK: every hash matches (root {result.root})")
+
+
+admin_app = typer.Typer(
+    help="Operator commands for a self-hosted deployment.", no_args_is_help=True
+)
+admin_quotas = typer.Typer(help="Per-organisation quota overrides.", no_args_is_help=True)
+admin_app.add_typer(admin_quotas, name="quotas")
+app.add_typer(admin_app, name="admin")
+
+
+@admin_quotas.command("set")
+def admin_quotas_set(
+    org: str = typer.Option(..., "--org", help="Organisation id."),
+    projects: int = typer.Option(None, min=1, help="Most projects."),
+    runs_per_month: int = typer.Option(None, min=1, help="Most runs per month."),
+    runs_per_day_per_project: int = typer.Option(None, min=1, help="Most runs per project-day."),
+    events_per_run: int = typer.Option(None, min=10, help="Most events one run may hold."),
+    storage_bytes: int = typer.Option(None, min=1, help="Estimated storage limit, in bytes."),
+    reset: list[str] = typer.Option(
+        [], help="Quota name to put back to the deployment default (repeatable)."
+    ),
+) -> None:
+    """Override an organisation's quotas (also shows its usage afterwards)."""
+    import asyncio
+    import uuid
+
+    from cogumi.config import Settings
+    from cogumi.errors import NotFound
+    from cogumi.quotas.admin import set_quotas
+    from cogumi.quotas.service import QUOTA_NAMES
+
+    try:
+        org_id = uuid.UUID(org)
+    except ValueError as exc:
+        typer.echo(f"cogumi admin quotas set: --org is not an id: {org!r}", err=True)
+        raise typer.Exit(2) from exc
+    unknown = [name for name in reset if name not in QUOTA_NAMES]
+    if unknown:
+        typer.echo(f"cogumi admin quotas set: unknown quota {unknown[0]!r}; "
+                   f"known: {', '.join(QUOTA_NAMES)}", err=True)  # fmt: skip
+        raise typer.Exit(2)
+    given = {"projects": projects, "runs_per_month": runs_per_month,
+             "runs_per_day_per_project": runs_per_day_per_project,
+             "events_per_run": events_per_run, "storage_bytes": storage_bytes}  # fmt: skip
+    changes: dict[str, int | None] = {k: v for k, v in given.items() if v is not None}
+    changes.update({name: None for name in reset})
+    if not changes:
+        typer.echo("cogumi admin quotas set: give at least one quota or --reset", err=True)
+        raise typer.Exit(2)
+    try:
+        items = asyncio.run(set_quotas(Settings(), org_id=org_id, changes=changes))
+    except NotFound as exc:
+        typer.echo(f"cogumi admin quotas set: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    for item in items:
+        mark = " (override)" if item["overridden"] else ""
+        typer.echo(f"{item['quota']}: {item['used']} of {item['limit']}{mark}")
 
 
 def main() -> None:

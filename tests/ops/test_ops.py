@@ -72,9 +72,11 @@ async def test_not_ready_when_redis_is_unreachable(custom_app: AppFactory) -> No
 
 async def test_ready_with_the_real_redis(custom_app: AppFactory) -> None:
     prefix = f"cogumi-test-{uuid.uuid4().hex[:8]}:"
-    async with custom_app(redis_url=REDIS_URL, redis_key_prefix=prefix) as app:
-        async with client_of(app) as client:
-            response = await client.get("/api/health/ready")
+    async with (
+        custom_app(redis_url=REDIS_URL, redis_key_prefix=prefix) as app,
+        client_of(app) as client,
+    ):
+        response = await client.get("/api/health/ready")
     assert response.status_code == 200, response.text
     components = response.json()["components"]
     assert all(c["ok"] for c in components.values())
