@@ -125,6 +125,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from cogumi.web import mount_web
 
     mount_web(app)  # pages and /static, outside /api
+    from cogumi.apidocs import mount_api_docs
+
+    mount_api_docs(app)  # /api/docs: interactive docs from packaged assets (no CDN)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     # Outermost: the request id covers every log line, even a 413 or an error.
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
