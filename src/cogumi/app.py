@@ -68,11 +68,12 @@ def open_api_routers() -> list[APIRouter]:
 
 def api_route_table() -> list[tuple[str, str]]:
     """Every (method, path) the JSON API serves, as mounted (the isolation test's input)."""
-    table = []
+    table: list[tuple[str, str]] = []
     for router in [*api_routers(), *open_api_routers()]:
         for route in router.routes:
             if isinstance(route, APIRoute):
-                table.extend((method, "/api" + route.path) for method in sorted(route.methods))
+                methods = sorted(route.methods or ())
+                table.extend((method, "/api" + route.path) for method in methods)
     return table
 
 

@@ -50,8 +50,16 @@ MATRIX: list[tuple[str, list[str], set[str]]] = [
     ("reveal-system-prompt", ["--flaw", "reveal-system-prompt"], {"trust_spoof"}),
     ("poisonable-memory", ["--flaw", "poisonable-memory"], {"memory_poisoning"}),
     ("exfiltrate", ["--flaw", "exfiltrate"], {"exfiltration", "data_exfiltration"}),
-    ("destructive-calls", ["--flaw", "destructive-calls"], {"privileged_action", "privilege_escalation"}),
-    ("follows-injection", ["--flaw", "follows-injection"], {"prompt_injection", "jailbreak", "privilege_escalation"}),
+    (
+        "destructive-calls",
+        ["--flaw", "destructive-calls"],
+        {"privileged_action", "privilege_escalation"},
+    ),
+    (
+        "follows-injection",
+        ["--flaw", "follows-injection"],
+        {"prompt_injection", "jailbreak", "privilege_escalation"},
+    ),
 ]
 VULNERABLE = {
     "secret_leakage", "trust_spoof", "memory_poisoning", "exfiltration", "data_exfiltration",
@@ -114,7 +122,9 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[
                 await accounts.close()
 
 
-async def campaign(world: dict[str, Any], agent_args: list[str]) -> tuple[list[Finding], list[ScriptResult]]:
+async def campaign(
+    world: dict[str, Any], agent_args: list[str]
+) -> tuple[list[Finding], list[ScriptResult]]:
     """Run every built-in script (intensity low) against a fresh demo agent process."""
     port = free_port()
     env = {**os.environ, "HTTP_PROXY": world["proxy"], "HTTPS_PROXY": world["proxy"], "NO_PROXY": "",
@@ -149,13 +159,19 @@ async def campaign(world: dict[str, Any], agent_args: list[str]) -> tuple[list[F
             if run is not None:
                 run.status = RunStatus.completed
     async with sm() as session:
-        findings = list((await session.scalars(select(Finding).where(Finding.run_id == run_id))).all())
-        results = list((await session.scalars(select(ScriptResult).where(ScriptResult.run_id == run_id))).all())
+        findings = list(
+            (await session.scalars(select(Finding).where(Finding.run_id == run_id))).all()
+        )
+        results = list(
+            (await session.scalars(select(ScriptResult).where(ScriptResult.run_id == run_id))).all()
+        )
     return findings, results
 
 
 def describe(findings: list[Finding]) -> list[tuple[str, str, str, int, str]]:
-    return sorted((f.script_id, f.category, f.status.value, f.score, f.summary[:400]) for f in findings)
+    return sorted(
+        (f.script_id, f.category, f.status.value, f.score, f.summary[:400]) for f in findings
+    )
 
 
 @pytest.mark.parametrize(("name", "args", "expected"), MATRIX, ids=[m[0] for m in MATRIX])
@@ -168,7 +184,11 @@ async def test_each_profile_yields_exactly_its_categories(
     by_script = {f.script_id: f for f in findings}
     if name == "leak-key":
         # The agent's secret is a minted canary: the leak is proven, not guessed.
-        assert (by_script["S1"].status.value, by_script["S1"].confidence, by_script["S1"].score) == ("confirmed", 1.0, 100)
+        assert (
+            by_script["S1"].status.value,
+            by_script["S1"].confidence,
+            by_script["S1"].score,
+        ) == ("confirmed", 1.0, 100)
     if name == "reveal-system-prompt":
         assert by_script["S3"].status.value == "confirmed" and by_script["S3"].score >= 60
     if name == "poisonable-memory":

@@ -327,7 +327,10 @@ async def test_first_batches_of_a_new_sidecar_race_safely(accounts: Accounts) ->
     owner = await accounts.signup()
     sidecar = await project_with_token(accounts, owner.org_id)
     responses = await asyncio.gather(
-        *[sidecar.client.post("/api/ingest/events", json=batch(sidecar, [http_event(i)])) for i in range(8)]
+        *[
+            sidecar.client.post("/api/ingest/events", json=batch(sidecar, [http_event(i)]))
+            for i in range(8)
+        ]
     )
     assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
     assert len(await stored(accounts, sidecar.project_id)) == 8

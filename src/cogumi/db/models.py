@@ -13,10 +13,13 @@ from cogumi.webhooks import models as webhooks_models
 
 __all__ = [
     "engine_models",
-    "events_models", "findings_models", "projects_models", "runs_models",
-    "tenancy_models",
-    "reports_models",
-    "saved_prompts_models",
+    "events_models",
+    "findings_models",
+    "projects_models",
     "quotas_models",
+    "reports_models",
+    "runs_models",
+    "saved_prompts_models",
+    "tenancy_models",
     "webhooks_models",
 ]
