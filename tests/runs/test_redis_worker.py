@@ -25,8 +25,10 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cogumi.app import create_app
+from cogumi.db.migrate import upgrade
 from cogumi.runs.models import Run
-from tests.conftest import make_settings
+from tests.conftest import _run_outside_loop, make_settings
+from tests.databases import create_pg_database, drop_pg_database
 from tests.factories import Account, Accounts
 from tests.runs.helpers import FINAL, make_project, start, wait_status
 
@@ -50,8 +52,25 @@ class ScaleOut:
 
 
 @pytest.fixture
-async def scale_out(database_url: str, tmp_path: Path) -> AsyncIterator[ScaleOut]:
+def own_database(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A database of its own, so the suite's embedded app never reaps or runs these runs."""
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'scale-out.db'}"
+        _run_outside_loop(upgrade, url)
+        yield url
+        return
+    url = create_pg_database()
+    try:
+        _run_outside_loop(upgrade, url)
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture
+async def scale_out(own_database: str, tmp_path: Path) -> AsyncIterator[ScaleOut]:
     """An API process that only sends jobs to Redis (no in-process worker)."""
+    database_url = own_database
     prefix = f"cogumi-test-{uuid.uuid4().hex[:8]}:"
     overrides = {
         "redis_url": REDIS_URL,
