@@ -198,3 +198,15 @@ def test_scrub_masks_tokens_and_detected_secrets() -> None:
     text = scrub(f"key={key} aws {aws} X-Cron-Secret: hunter2-secret")
     assert key not in text and aws not in text and "hunter2-secret" not in text
     assert key.split("_")[1] in text  # the non-secret prefix stays, to tell keys apart
+
+
+def test_url_secrets_are_scrubbed() -> None:
+    from cogumi.ops.logging import scrub
+
+    token = "lPWcCjkZcVIhbXqcyV-Am_h_EFJVWVZlQ-oMiGqRVuM"
+    line = f'127.0.0.1:5 - "GET /api/invitations/{token} HTTP/1.1" 404 and /invite/{token}'
+    assert token not in scrub(line)
+    assert "/api/invitations/[REDACTED]" in scrub(line)
+    callback = "GET /api/auth/oidc/callback?code=abc123secretcode&state=xyzstate HTTP/1.1"
+    assert "abc123secretcode" not in scrub(callback) and "xyzstate" not in scrub(callback)
+    assert scrub("/api/invitations/{token}") == "/api/invitations/{token}"

@@ -24,6 +24,9 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 _TOKENS = re.compile(r"\b(cg[a-z])_([0-9a-f]{12})_[A-Za-z0-9_\-]+")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]+")
+# Secrets that travel in URLs: invitation links and OIDC callback parameters.
+_PATH_TOKENS = re.compile(r"(/(?:api/)?invit(?:ations|e)/)(?!\{)[A-Za-z0-9_\-]{16,}")
+_QUERY_SECRETS = re.compile(r"(?i)([?&](?:code|state|token|key|secret|api_key)=)[^&\s\"']+")
 _SECRET_FIELDS = re.compile(
     r"(?i)((?:x-sidecar-token|x-cron-secret|authorization|cookie|password|secret)"
     r"[\"']?\s*[:=]\s*[\"']?)([^\s\"',;]+)"
@@ -34,6 +37,8 @@ def scrub(text: str) -> str:
     """``text`` with tokens, bearer credentials and detected secrets masked."""
     text = _TOKENS.sub(lambda m: f"{m.group(1)}_{m.group(2)}_[REDACTED]", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} [REDACTED]", text)
+    text = _PATH_TOKENS.sub(lambda m: f"{m.group(1)}[REDACTED]", text)
+    text = _QUERY_SECRETS.sub(lambda m: f"{m.group(1)}[REDACTED]", text)
     text = _SECRET_FIELDS.sub(lambda m: f"{m.group(1)}[REDACTED]", text)
     from cogumi.detect.redact import redact_text
 
