@@ -140,10 +140,13 @@ async def _run_row(scale: ScaleOut, run_id: str) -> Run:
     return run
 
 
-async def _wait_owned_by(scale: ScaleOut, run_id: str, pid: int, timeout: float = 30) -> Run:
+async def _wait_owned_by(
+    scale: ScaleOut, run_id: str, proc: subprocess.Popen[str], timeout: float = 90
+) -> Run:
     """Until the run is running under ``pid``'s lease with at least one step done."""
-    deadline = time.monotonic() + timeout
+    deadline, pid = time.monotonic() + timeout, proc.pid
     while True:
+        assert proc.poll() is None, f"worker exited early: {proc.communicate()[0]}"
         run = await _run_row(scale, run_id)
         results = await scale.owner.client.get(f"/api/runs/{run_id}/results")
         if run.lease_owner and f":{pid}:" in run.lease_owner and results.json()["items"]:
@@ -157,7 +160,7 @@ async def test_a_killed_worker_s_run_is_finished_by_another(scale_out: ScaleOut)
     project = await make_project(client)
     with worker_process(scale_out.env, steps=300, step_sec=0.1) as doomed:
         run_id = (await start(client, project["id"])).json()["id"]
-        await _wait_owned_by(scale_out, run_id, doomed.pid)
+        await _wait_owned_by(scale_out, run_id, doomed)
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=10)
     partial = len((await client.get(f"/api/runs/{run_id}/results")).json()["items"])
@@ -180,7 +183,7 @@ async def test_cancel_reaches_a_run_in_another_process(scale_out: ScaleOut) -> N
     project = await make_project(client)
     with worker_process(scale_out.env, steps=300, step_sec=0.1) as worker:
         run_id = (await start(client, project["id"])).json()["id"]
-        await _wait_owned_by(scale_out, run_id, worker.pid)
+        await _wait_owned_by(scale_out, run_id, worker)
         assert (await client.post(f"/api/runs/{run_id}/cancel")).status_code == 200
         asked = time.monotonic()
         final = await wait_status(client, run_id, FINAL, timeout=10)
@@ -199,7 +202,7 @@ async def test_without_workers_the_api_s_reaper_fails_a_lost_run(
     max_attempts = scale_out.app.state.settings.run_max_attempts
     with worker_process(scale_out.env, steps=300, step_sec=0.1) as doomed:
         run_id = (await start(client, project["id"])).json()["id"]
-        await _wait_owned_by(scale_out, run_id, doomed.pid)
+        await _wait_owned_by(scale_out, run_id, doomed)
         async with scale_out.sessionmaker() as session, session.begin():
             run = await session.get(Run, uuid.UUID(run_id))
             assert run is not None
