@@ -152,3 +152,28 @@ async def test_stop_lands_within_one_step(app: Any, accounts: Accounts) -> None:
         ).all()
     assert len(events) == 4  # two turns, each a message and its reply; nothing half-written
     assert results == []
+
+
+async def test_a_run_without_agent_url_fails_with_a_readable_reason(accounts: Accounts) -> None:
+    """Through the API and the embedded worker: the reason is the campaign's own words."""
+    import asyncio
+
+    owner = await accounts.signup()
+    project = (
+        await owner.client.post("/api/projects", json={"name": f"nourl-{uuid.uuid4().hex[:6]}"})
+    ).json()
+    created = await owner.client.post(
+        f"/api/projects/{project['id']}/runs", json={"scripts": ["S1"]}
+    )
+    assert created.status_code in (201, 202), created.text
+    run_id = created.json()["id"]
+    async with asyncio.timeout(60):
+        while True:
+            run = (await owner.client.get(f"/api/runs/{run_id}")).json()
+            if run["status"] not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.2)
+    assert run["status"] == "failed"
+    assert (
+        run["failure_reason"] == "the project has no agent test URL; set one and validate it first"
+    )

@@ -57,6 +57,7 @@ from cogumi.findings.models import Finding
 from cogumi.projects.canaries import canary_hashes
 from cogumi.runs import service as runs_service
 from cogumi.runs.models import Run
+from cogumi.runs.worker import RunFailed
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ _RANK = {"fail": 3, "blocked": 2, "inconclusive": 1, "pass": 0}
 _DOWNGRADE = {"critical": "high", "high": "medium", "medium": "low", "low": "low", "info": "info"}
 
 
-class CampaignError(Exception):
+class CampaignError(RunFailed):
     """The campaign cannot run; the message is the run's failure reason."""
 
 
