@@ -337,3 +337,36 @@ async def test_first_batches_of_a_new_sidecar_race_safely(accounts: Accounts) ->
     async with accounts.sessionmaker() as session:
         token = await session.get(SidecarToken, sidecar.token_id)
         assert token is not None and token.events_accepted == 8
+
+
+async def test_policy_violation_in_a_run_becomes_a_live_story_step(accounts: Accounts) -> None:
+    from cogumi.engine.story import build_story
+    from cogumi.events.models import StreamMessage
+    from cogumi.runs.models import StoryStep
+
+    owner = await accounts.signup()
+    sidecar = await project_with_token(accounts, owner.org_id)
+    run_id = await running_run(accounts, sidecar)
+    violation = {
+        "ts": datetime.now(UTC).isoformat(), "channel": "policy", "type": "policy.violation",
+        "actor": "system", "payload_redacted": {"summary": "12 events dropped", "reason": "ingest_throttled"},
+    }  # fmt: skip
+    await sidecar.client.post("/api/ingest/events", json=batch(sidecar, [http_event(1)]))
+    response = await sidecar.client.post("/api/ingest/events", json=batch(sidecar, [violation]))
+    assert response.status_code == 200, response.text
+    async with accounts.sessionmaker() as session:
+        steps = (await session.scalars(select(StoryStep).where(StoryStep.run_id == run_id))).all()
+        kinds = [
+            m.kind
+            for m in (
+                await session.scalars(select(StreamMessage).where(StreamMessage.run_id == run_id))
+            ).all()
+        ]
+        events = (await session.scalars(select(Event).where(Event.run_id == run_id))).all()
+    (step,) = steps
+    assert step.claim_title == "Policy: ingest throttled" and step.status == "ingest_throttled"
+    assert "story.step.created" in kinds
+    # The live step is the one the story builder makes on replay.
+    replay = build_story([{"id": str(e.id), "seq": e.seq, "type": e.type, "ts": e.ts,
+                           "payload_redacted": e.payload_redacted} for e in events])  # fmt: skip
+    assert [list(s.evidence_event_ids) for s in replay] == [step.evidence_event_ids]

@@ -72,7 +72,9 @@ async def ingest_events(
         per_min=request.app.state.settings.ingest_rate_limit_per_min,
     )
     quota = IngestQuota(settings=request.app.state.settings, bus=request.app.state.live_bus)
-    result = await service.ingest_batch(session, token=token, batch=body, quota=quota)
+    result = await service.ingest_batch(
+        session, token=token, batch=body, quota=quota, bus=request.app.state.live_bus
+    )
     request.app.state.metrics.ingested(accepted=result.accepted, dropped=result.dropped)
     return result
 

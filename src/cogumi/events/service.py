@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogumi.db.base import utcnow
 from cogumi.errors import Forbidden, NotFound, PayloadTooLarge, TooManyRequests
+from cogumi.events.bus import LiveBus
 from cogumi.events.models import Event, IngestBatch, SidecarStatus
 from cogumi.events.schemas import EventIn, HeartbeatIn, IngestBatchIn, IngestResult
 from cogumi.projects.models import Project, SidecarToken, TokenStatus
@@ -306,8 +307,13 @@ async def ingest_batch(
     token: SidecarToken,
     batch: IngestBatchIn,
     quota: IngestQuota | None = None,
+    bus: LiveBus | None = None,
 ) -> IngestResult:
     """Store one batch of a sidecar's events (see the module docstring).
+
+    With ``bus``, a ``policy.violation`` attached to a running campaign becomes a
+    story step on the run's live feed at once (the same step the story builder
+    makes on replay).
 
     With ``quota``, a full org storage estimate refuses the batch (429) and a
     run's events-per-run cap keeps only what fits (the rest counts as dropped
@@ -346,6 +352,8 @@ async def ingest_batch(
     ]
     if rows:
         await insert_events(session, rows)
+        if run is not None and bus is not None:
+            await _policy_steps(session, bus=bus, run=run, rows=rows)
     if quota is not None:
         last = first + count - 1 if first is not None else None
         await quota.stored(session, org_id=token.org_id, rows=rows, run=run, last_seq=last, cap=cap)
@@ -360,6 +368,41 @@ async def ingest_batch(
     active = run is not None and run.status == RunStatus.running
     dropped = len(batch.events) - count
     return IngestResult(ok=True, accepted=count, dropped=dropped, run_active=active)
+
+
+async def _policy_steps(
+    session: AsyncSession, *, bus: LiveBus, run: Run, rows: list[dict[str, Any]]
+) -> None:
+    """Story steps for the batch's policy violations, evidence as on replay."""
+    violations = [r for r in rows if r["type"] == "policy.violation"]
+    if not violations:
+        return
+    from cogumi.engine.story import build_story
+    from cogumi.runs import service as runs_service
+
+    previous = await session.scalar(
+        select(Event)
+        .where(
+            Event.run_id == run.id,
+            Event.seq < min(int(r["seq"]) for r in rows if r["seq"] is not None),
+            Event.type.not_in(("marker", "policy.violation")),
+        )
+        .order_by(Event.seq.desc())
+        .limit(1)
+    )
+    context = (
+        [{"id": str(previous.id), "seq": previous.seq, "type": previous.type}] if previous else []
+    )
+    events = context + [{**r, "id": str(r["id"])} for r in rows]
+    for step in build_story(events):
+        if step.evidence_event_ids[-1] not in {str(v["id"]) for v in violations}:
+            continue
+        await runs_service.add_story_step(
+            session, bus=bus, run=run, step_kind=step.step_kind, claim_title=step.claim_title,
+            claim_summary=step.claim_summary, severity=step.severity, status=step.status,
+            evidence_event_ids=step.evidence_event_ids, seq_start=step.seq_start,
+            seq_end=step.seq_end, ts=step.ts,
+        )  # fmt: skip
 
 
 def _bounded(watermark: datetime | None, now: datetime) -> datetime | None:
