@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cogumi.app import create_app
+from cogumi.db.engine import transaction
 from cogumi.db.migrate import upgrade
 from cogumi.runs.models import Run
 from tests.conftest import _run_outside_loop, make_settings
@@ -203,7 +204,9 @@ async def test_without_workers_the_api_s_reaper_fails_a_lost_run(
     with worker_process(scale_out.env, steps=300, step_sec=0.1) as doomed:
         run_id = (await start(client, project["id"])).json()["id"]
         await _wait_owned_by(scale_out, run_id, doomed)
-        async with scale_out.sessionmaker() as session, session.begin():
+        # BEGIN IMMEDIATE on SQLite: the worker process writes all the time, and a
+        # read lock upgraded later would fail at once instead of waiting.
+        async with transaction(scale_out.sessionmaker) as session:
             run = await session.get(Run, uuid.UUID(run_id))
             assert run is not None
             run.attempts = max_attempts  # as if this were the last try
