@@ -1,4 +1,4 @@
-"""Server-rendered pages without a browser: access, escaping, isolation, speed.
+"""Server-rendered pages without a browser: access, escaping, isolation, content with a large run.
 
 HTML is checked by parsing it, not by substring luck.
 """
@@ -6,7 +6,6 @@ HTML is checked by parsing it, not by substring luck.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -24,7 +23,6 @@ from cogumi.tenancy.models import Role
 from tests.factories import Accounts
 
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
-PAGE_BUDGET_SEC = 0.3
 
 
 class Dom(HTMLParser):
@@ -176,28 +174,20 @@ async def seed_big_run(
     return run_id
 
 
-async def timed(client: httpx.AsyncClient, path: str) -> tuple[float, httpx.Response]:
-    await client.get(path)  # warm caches (templates, library) once
-    started = time.perf_counter()
-    response = await client.get(path)
-    return time.perf_counter() - started, response
-
-
 @pytest.mark.parametrize("events", [1000])
-async def test_pages_stay_fast_with_a_thousand_events(accounts: Accounts, events: int) -> None:
+async def test_pages_render_a_run_of_a_thousand_events(accounts: Accounts, events: int) -> None:
+    """Content with a large run; the 300 ms server-time budget is measured by bench/pages_bench.py."""
     owner = await accounts.signup()
     pid = (await owner.client.post("/api/projects", json={"name": "big"})).json()["id"]
     run_id = await seed_big_run(accounts, owner.org_id, uuid.UUID(pid), events)
     for path in (f"/runs/{run_id}", "/", f"/projects/{pid}", "/projects"):
-        elapsed, response = await timed(owner.client, path)
+        response = await owner.client.get(path)
         assert response.status_code == 200, path
-        assert elapsed < PAGE_BUDGET_SEC, f"{path} took {elapsed * 1000:.0f} ms"
     dom = Dom((await owner.client.get(f"/runs/{run_id}")).text)
     data: dict[str, Any] = json.loads("".join(dom.data_blocks))
     assert len(data["story"]) == events // 20
     assert data["findings"][0]["title"] == HOSTILE  # inert JSON, escaped by the browser-side code
     assert dom.find("img", src="x") == []
     # the browser pages the events in: the API serves them in bounded pages, in order
-    elapsed, first = await timed(owner.client, f"/api/runs/{run_id}/events?limit=1000")
-    assert elapsed < PAGE_BUDGET_SEC * 2
+    first = await owner.client.get(f"/api/runs/{run_id}/events?limit=1000")
     assert [e["seq"] for e in first.json()["items"]] == list(range(1, events + 1))
