@@ -18,7 +18,7 @@ def render() -> str:
     ]
     for name, field in Settings.model_fields.items():
         default = field.default
-        shown = "unset" if default is None else f"`{default}`"
+        shown = "unset" if default is None else "empty" if default == "" else f"`{default}`"
         if field.json_schema_extra is None and name.endswith(("password", "secret", "secret_key")):
             shown = "unset"
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")

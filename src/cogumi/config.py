@@ -157,8 +157,8 @@ class Settings(BaseSettings):
     webhook_sweep_interval_sec: float = Field(
         default=5.0,
         gt=0,
-        description="How often `serve` looks for due webhook deliveries it was not woken for "
-        "(retries, deliveries written by `cogumi worker`).",
+        description="How often `serve` and `cogumi worker` look for due webhook deliveries "
+        "they were not woken for (retries, deliveries another process wrote).",
     )
     webhook_log_retention_days: int = Field(
         default=30, ge=1, description="Days a finished webhook delivery stays in the delivery log."
@@ -200,6 +200,33 @@ class Settings(BaseSettings):
         description="When set, every run is written there as a JSON evidence bundle before "
         "retention deletes it (`<dir>/<org>/<project>/<run>.json`).",
     )
+    retention_archive_s3_bucket: str | None = Field(
+        default=None,
+        description="When set, every run is written to this S3 (or S3-compatible) bucket as a "
+        "JSON evidence bundle before retention deletes it "
+        "(`<prefix><org>/<project>/<run>.json`). Needs the `s3` extra: "
+        "`pip install 'cogumi[s3]'`.",
+    )
+    retention_archive_s3_prefix: str = Field(
+        default="",
+        description="Key prefix of archived bundles in the bucket (a trailing `/` is added).",
+    )
+    retention_archive_s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible store (MinIO, Ceph, R2...); unset: AWS S3. "
+        "With an endpoint, path-style addressing is used.",
+    )
+    retention_archive_s3_region: str | None = Field(
+        default=None, description="Region of the archive bucket (unset: the SDK's default)."
+    )
+    retention_archive_s3_access_key_id: str | None = Field(
+        default=None,
+        description="Access key id for the archive bucket; unset: the SDK's usual sources "
+        "(`AWS_*` variables, shared config, instance role).",
+    )
+    retention_archive_s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="Secret access key that goes with the access key id."
+    )
     cron_secret: SecretStr | None = Field(
         default=None,
         description="Secret a scheduler sends as `X-Cron-Secret` to `POST /api/cron/cleanup`; "
@@ -207,7 +234,13 @@ class Settings(BaseSettings):
     )
     metrics_token: SecretStr | None = Field(
         default=None,
-        description="When set, `/metrics` requires `Authorization: Bearer <token>`.",
+        description="When set, `/metrics` (of `serve` and of `cogumi worker`) requires "
+        "`Authorization: Bearer <token>`.",
+    )
+    worker_metrics_listen: str | None = Field(
+        default=None,
+        description="`HOST:PORT` where `cogumi worker` serves Prometheus `/metrics` (also "
+        "`--metrics-listen`); unset: the worker serves no HTTP at all.",
     )
     shutdown_grace_sec: int = Field(
         default=30,
