@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Mode = Literal["embedded", "hosted"]
@@ -138,6 +138,32 @@ class Settings(BaseSettings):
         description="How often every worker (and `serve`) looks for runs with a lapsed lease "
         "or a queued job that was never picked up.",
     )
+    judge_enabled: bool = Field(
+        default=False,
+        description="Ask an LLM judge (any OpenAI-compatible chat endpoint) for a second "
+        "opinion on whether agent replies are refusals. It can only raise a verdict's "
+        "confidence or flag it for review, never change it; it sees redacted reply text only.",
+    )
+    judge_base_url: str = Field(
+        default="",
+        description="Base URL of the judge's OpenAI-compatible API (it posts to "
+        "`<base>/chat/completions`), e.g. `https://api.openai.com/v1`.",
+    )
+    judge_model: str = Field(default="", description="Model name sent to the judge endpoint.")
+    judge_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key for the judge endpoint (unset: no Authorization)."
+    )
+    judge_timeout_sec: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest wait for one judge answer; past it the heuristics decide alone "
+        "and the reason is recorded.",
+    )
+    judge_max_calls_per_run: int = Field(
+        default=200,
+        ge=1,
+        description="Most judge calls one campaign makes (identical replies are asked once).",
+    )
     webhook_max_attempts: int = Field(
         default=6,
         ge=1,
@@ -247,6 +273,14 @@ class Settings(BaseSettings):
         ge=1,
         description="On SIGTERM, how long `serve` lets in-flight requests finish before closing.",
     )
+
+    @model_validator(mode="after")
+    def _judge_complete(self) -> Settings:
+        if self.judge_enabled and not (self.judge_base_url and self.judge_model):
+            raise ValueError(
+                "COGUMI_JUDGE_ENABLED needs COGUMI_JUDGE_BASE_URL and COGUMI_JUDGE_MODEL"
+            )
+        return self
 
     @field_validator("database_url")
     @classmethod
