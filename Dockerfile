@@ -19,7 +19,8 @@ RUN groupadd --system --gid 10001 cogumi \
     && mkdir -p /data \
     && chown cogumi:cogumi /data
 COPY --from=build /dist/ /tmp/dist/
-RUN pip install --no-cache-dir /tmp/dist/*.whl && rm -rf /tmp/dist
+# With the s3 extra, so retention can archive to S3-compatible storage.
+RUN pip install --no-cache-dir "$(ls /tmp/dist/*.whl)[s3]" && rm -rf /tmp/dist
 COPY docker/entrypoint.sh /usr/local/bin/cogumi-entrypoint
 RUN chmod 0755 /usr/local/bin/cogumi-entrypoint
 USER cogumi:cogumi

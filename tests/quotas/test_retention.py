@@ -171,7 +171,7 @@ async def test_exact_survivors_in_two_orgs_with_audit(
     assert result.ran
     for org in (a, b):
         counts = result.as_json()["orgs"][str(org.org_id)]
-        assert counts == {**expected_counts(org), "archived": 0}
+        assert counts == {**expected_counts(org), "archived": 0, "archive_failed": 0}
         await assert_survivors(accounts, org)
         async with accounts.sessionmaker() as session:
             audits = (await session.scalars(select(AuditLog).where(
@@ -200,7 +200,7 @@ async def test_a_held_lock_makes_a_second_cleanup_do_nothing(
     )
     assert any(r.ran for r in both)
     deleted = [r.as_json()["orgs"].get(str(a.org_id)) for r in both]
-    assert [d for d in deleted if d] == [{**expected_counts(a), "archived": 0}]
+    assert [d for d in deleted if d] == [{**expected_counts(a), "archived": 0, "archive_failed": 0}]
     await assert_survivors(accounts, a)
 
 
@@ -231,8 +231,12 @@ async def test_a_run_that_cannot_be_archived_is_kept(
     blocked.write_text("x")
     archiving = settings.model_copy(update={"retention_archive_dir": blocked})
     result = await retention.cleanup(sessionmaker=accounts.sessionmaker, settings=archiving)
-    counts = result.as_json()["orgs"].get(str(a.org_id), {})
-    assert counts.get("runs", 0) == 0 and counts.get("archived", 0) == 0
+    counts = result.as_json()["orgs"][str(a.org_id)]
+    assert counts["runs"] == 0 and counts["archived"] == 0
+    assert counts["archive_failed"] == len(a.doomed)
+    reported = [p for p in result.problems if any(str(r) in p for r in a.doomed)]
+    assert len(reported) == len(a.doomed)
+    assert all("archive failed" in p and str(blocked) in p for p in reported)
     assert await _count(accounts, Run, Run.org_id == a.org_id) == len(a.doomed | a.kept)
 
 
@@ -267,7 +271,11 @@ async def test_cron_cleanup_needs_the_secret(accounts: Accounts, cron_app: AppFa
     body = response.json()
     assert body["ran"] is True
     for org in (a, b):
-        assert body["orgs"][str(org.org_id)] == {**expected_counts(org), "archived": 0}
+        assert body["orgs"][str(org.org_id)] == {
+            **expected_counts(org),
+            "archived": 0,
+            "archive_failed": 0,
+        }
         await assert_survivors(accounts, org)
     assert body["totals"]["runs"] >= len(a.doomed) + len(b.doomed)
 

@@ -4,8 +4,11 @@
   with everything that hangs off it (events, story steps, results, findings,
   reports, stream messages) through the database's ``ON DELETE CASCADE``.
 - Events that belong to no run are deleted by their arrival time.
-- With ``retention_archive_dir`` set, each run is first written there as its
-  evidence bundle; a run whose archive cannot be written is kept.
+- With an archive configured (``retention_archive_dir`` and/or an S3 bucket,
+  see :mod:`cogumi.quotas.archive`), each run is first written to every store
+  as its evidence bundle and deleted only after all of them hold it; a run
+  whose archive fails is kept, counted as ``archive_failed`` and its reason
+  listed in ``problems`` (tried again at the next pass).
 - One cleanup at a time across every process (a ``job_locks`` row); a second
   one started meanwhile returns at once and deletes nothing. Deleting is
   idempotent, so running twice is harmless.
@@ -24,7 +27,6 @@ import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -36,7 +38,7 @@ from cogumi.db.engine import transaction
 from cogumi.events.models import Event, IngestBatch
 from cogumi.findings.models import Finding
 from cogumi.projects.models import Project
-from cogumi.quotas import locks, storage
+from cogumi.quotas import archive, locks, storage
 from cogumi.reports.models import Report
 from cogumi.runs.models import TERMINAL_STATUSES, Run
 from cogumi.tenancy.audit import Action, record
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "retention"
 LOCK_TTL_SEC = 600.0
 BATCH = 100
+MAX_PROBLEMS = 50
 
 
 @dataclass
@@ -55,6 +58,7 @@ class OrgCounts:
     findings: int = 0
     reports: int = 0
     archived: int = 0
+    archive_failed: int = 0
 
     def add(self, other: OrgCounts) -> None:
         for name, value in asdict(other).items():
@@ -69,6 +73,7 @@ class OrgCounts:
 class CleanupResult:
     ran: bool
     orgs: dict[uuid.UUID, OrgCounts] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # why runs were kept (archive failures)
 
     def as_json(self) -> dict[str, Any]:
         totals = OrgCounts()
@@ -78,6 +83,7 @@ class CleanupResult:
             "ran": self.ran,
             "orgs": {str(org): asdict(c) for org, c in self.orgs.items()},
             "totals": asdict(totals),
+            "problems": self.problems[:MAX_PROBLEMS],
         }
 
 
@@ -87,9 +93,11 @@ class Cleanup:
     settings: Settings
     now: datetime
     holder: str
+    stores: list[archive.ArchiveStore] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     async def run(self) -> CleanupResult:
-        result = CleanupResult(ran=True)
+        result = CleanupResult(ran=True, problems=self.problems)
         by_org: dict[uuid.UUID, list[tuple[uuid.UUID, int]]] = defaultdict(list)
         for project_id, org_id, days in await self._projects():
             by_org[org_id].append((project_id, days))
@@ -119,10 +127,11 @@ class Cleanup:
             ids = await self._old_runs(project_id, cutoff, skipped)
             if not ids:
                 break
-            if self.settings.retention_archive_dir is not None:
+            if self.stores:
                 archived = await self._archive(ids)
                 skipped.update(set(ids) - set(archived))
                 counts.archived += len(archived)
+                counts.archive_failed += len(ids) - len(archived)
                 ids = archived
             if ids:
                 counts.add(await self._delete_runs(org_id, ids))
@@ -143,23 +152,30 @@ class Cleanup:
             return list((await session.scalars(query.order_by(Run.created_at).limit(BATCH))).all())
 
     async def _archive(self, run_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-        """Write each run's evidence bundle; returns the runs safely archived."""
-        from cogumi.reports.service import bundle_of
-
+        """Write each run's evidence bundle to every store; returns the runs all of them hold."""
         done = []
         for run_id in run_ids:
             try:
-                async with self.sessionmaker() as session:
-                    run = await session.get(Run, run_id)
-                    if run is None:
-                        continue
-                    document = await bundle_of(session, run=run)
-                path = archive_path(self.settings, run)
-                await asyncio.to_thread(_write_json, path, document)
-                done.append(run_id)
+                if await self._archive_one(run_id):
+                    done.append(run_id)
             except Exception as exc:  # keep the run: better kept than lost unarchived
-                log.warning("retention: could not archive run %s, keeping it: %s", run_id, exc)
+                reason = str(exc) if isinstance(exc, archive.ArchiveError) else repr(exc)
+                self.problems.append(f"run {run_id} kept: archive failed: {reason}"[:500])
+                log.warning("retention: could not archive run %s, keeping it: %s", run_id, reason)
         return done
+
+    async def _archive_one(self, run_id: uuid.UUID) -> bool:
+        from cogumi.reports.service import bundle_of
+
+        async with self.sessionmaker() as session:
+            run = await session.get(Run, run_id)
+            if run is None:
+                return False
+            document = await bundle_of(session, run=run)
+        body = json.dumps(document, ensure_ascii=False).encode("utf-8")
+        for store in self.stores:
+            await store.put(key=archive.object_key(run), body=body)
+        return True
 
     async def _delete_runs(self, org_id: uuid.UUID, run_ids: list[uuid.UUID]) -> OrgCounts:
         async with transaction(self.sessionmaker) as session:
@@ -209,19 +225,6 @@ async def _count(session: AsyncSession, model: type[Any], *where: Any) -> int:
     return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 
-def archive_path(settings: Settings, run: Run) -> Path:
-    assert settings.retention_archive_dir is not None
-    return settings.retention_archive_dir / str(run.org_id) / str(run.project_id) / f"{run.id}.json"
-
-
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    """Write atomically (temp file + rename): a crash never leaves half a bundle."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 async def cleanup(
     *,
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -235,7 +238,7 @@ async def cleanup(
         return CleanupResult(ran=False)
     try:
         job = Cleanup(sessionmaker=sessionmaker, settings=settings, now=now or utcnow(),
-                      holder=holder)  # fmt: skip
+                      holder=holder, stores=archive.stores_from_settings(settings))  # fmt: skip
         result = await job.run()
     finally:
         await locks.release(sessionmaker, name=LOCK_NAME, holder=holder)
@@ -246,6 +249,9 @@ async def cleanup(
 
 async def schedule(*, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
     """Run :func:`cleanup` every ``retention_interval_sec`` until cancelled."""
+    problem = archive.check_available(settings)
+    if problem:
+        log.error("retention archive is configured but cannot work: %s (runs are kept)", problem)
     while True:
         await asyncio.sleep(settings.retention_interval_sec)
         try:

@@ -31,5 +31,12 @@ class QuotasPatch(Input):
 
 class CleanupOut(Output):
     ran: bool = Field(description="False when another cleanup was already running.")
-    orgs: dict[str, dict[str, int]] = Field(description="Counts deleted per organisation id.")
+    orgs: dict[str, dict[str, int]] = Field(
+        description="Per organisation id: runs, events, findings and reports deleted, runs "
+        "archived, and runs kept because their archive failed (`archive_failed`)."
+    )
     totals: dict[str, int]
+    problems: list[str] = Field(
+        default_factory=list,
+        description="Why runs were kept (each archive failure, at most 50); empty when none.",
+    )
