@@ -11,7 +11,11 @@ from fastapi.routing import APIRoute
 from cogumi import __version__
 from cogumi.config import Settings
 from cogumi.db.engine import make_engine, make_sessionmaker
-from cogumi.errors import install_error_handlers, install_integrity_handler
+from cogumi.errors import (
+    install_error_handlers,
+    install_integrity_handler,
+    install_unavailable_handler,
+)
 from cogumi.events.bus import make_bus
 from cogumi.middleware import BodyLimitMiddleware
 from cogumi.ops.metrics import Metrics
@@ -116,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     install_error_handlers(app)
     install_integrity_handler(app)
+    install_unavailable_handler(app)
     # Resolving the principal on every API request also enforces CSRF on every
     # cookie-authenticated write, including routes that do not need a user.
     for router in api_routers():

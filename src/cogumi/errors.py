@@ -14,6 +14,9 @@ errors add ``quota, limit, used, retry_after``. A test pins this shape.
     ├── PayloadTooLarge              413 payload_too_large
     ├── InvalidInput                 422 validation_error
     └── TooManyRequests              429 rate_limited
+
+A database or Redis that cannot be reached while serving a request answers
+503 ``unavailable`` with ``Retry-After`` (see :func:`install_unavailable_handler`).
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ _STATUS_CODES = {
     415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
+    503: "unavailable",
 }
 
 
@@ -195,3 +199,28 @@ def install_integrity_handler(app: FastAPI) -> None:
         return error_response(
             409, {"error": "conflict", "message": "conflicts with an existing record"}
         )
+
+
+UNAVAILABLE_RETRY_AFTER_SEC = 5
+
+
+def install_unavailable_handler(app: FastAPI) -> None:
+    """A lost database or Redis connection is a 503 the client may retry, not a 500.
+
+    Connections are re-established on their own (pool pre-ping, Redis reconnects),
+    so the same request succeeds again once the service is back.
+    """
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s %s: a backing service is unavailable: %s",
+                    request.method, request.url.path, type(exc).__name__)  # fmt: skip
+        body = {"error": "unavailable", "message": "a service this request needs is "
+                "unavailable; retry shortly"}  # fmt: skip
+        return error_response(503, body, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SEC)})
+
+    for kind in (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError,
+                 ConnectionError):  # fmt: skip
+        app.add_exception_handler(kind, _unavailable)

@@ -80,7 +80,8 @@ async def _true() -> bool:
 
 @ready_router.get("/health/ready", responses={503: {"description": "A dependency is down."}})
 async def ready(request: Request) -> JSONResponse:
-    """Database, run queue and live bus, each ``{ok, latency_ms, detail?}``; 503 if any fails."""
+    """Database, run queue and live bus, each ``{ok, latency_ms, detail?}``; 503 naming in
+    ``down`` each one that failed."""
     settings: Settings = request.app.state.settings
     queue = _redis(settings.redis_url) if settings.redis_url else _true()
     components = {
@@ -91,5 +92,6 @@ async def ready(request: Request) -> JSONResponse:
             "kind": "redis" if settings.redis_url else "in-process",
         },
     }
-    ok = all(c["ok"] for c in components.values())
-    return JSONResponse({"ready": ok, "components": components}, status_code=200 if ok else 503)
+    down = [name for name, component in components.items() if not component["ok"]]
+    body = {"ready": not down, "down": down, "components": components}
+    return JSONResponse(body, status_code=503 if down else 200)
