@@ -92,3 +92,5 @@ class Verdict:
     summary: str  # one readable paragraph, no raw secrets (use previews)
     evidence: tuple[Evidence, ...] = ()  # 2-8 items for a finding, in narrative order
     title: str = ""  # finding title
+    review: bool = False  # a second opinion disagreed with the heuristics: a person should look
+    second_opinion: dict[str, Any] | None = None  # what the LLM judge said (engine.second_opinion)

@@ -49,6 +49,7 @@ from cogumi.engine.library.styles import Variant, render_variants
 from cogumi.engine.observation import Context, Evidence, NetEvent, Turn, Verdict
 from cogumi.engine.recorder import Recorder, upgrade_canaries
 from cogumi.engine.scoring import Scored, risk_score
+from cogumi.engine.second_opinion import SecondOpinion
 from cogumi.events.bus import LiveBus
 from cogumi.events.models import Event
 from cogumi.events.service import watermark_for_project
@@ -99,6 +100,8 @@ class Campaign:
     reply_matches: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     canary_leaks: dict[str, Verdict] = field(default_factory=dict)
     stopped: bool = False
+    second_opinion: SecondOpinion | None = None
+    """The optional LLM judge: may raise a verdict's confidence or flag it for review."""
 
     # --- one turn -------------------------------------------------------------
 
@@ -214,7 +217,7 @@ class Campaign:
             script, marker=story.MARKER_SCRIPT_START, title=script.title,
             summary=f"{technique.title} ({technique.category})",
         )  # fmt: skip
-        verdicts = await self._passes(script)
+        verdicts, turns = await self._passes(script)
         if self.stopped and not verdicts:
             await self._marker(script, marker=story.MARKER_SCRIPT_END, result="inconclusive",
                                severity="info", summary="The run stopped before this script finished.")  # fmt: skip
@@ -226,33 +229,38 @@ class Campaign:
             verdict, leak = replace(verdict, status="confirmed", confidence=1.0), None
         elif leak is not None and technique.id == self._canary_technique(technique).id:
             verdict, leak = leak, None
+        if self.second_opinion is not None:
+            verdict = await self.second_opinion.review(verdict, turns, self.ctx)
         await self._record(script, technique, verdict)
         if leak is not None:
             # The script's own attack did not work, but a canary came out: a leak
             # in its own right, filed as secret leakage, not under this technique.
             await self._record(script, self._canary_technique(technique), leak, result=False)
 
-    async def _passes(self, script: Script) -> list[Verdict]:
+    async def _passes(self, script: Script) -> tuple[list[Verdict], list[Turn]]:
+        """The verdict of every complete pass, and every turn the script sent."""
         technique = self.library.technique_of(script)
         steps = [s for s in script.steps if s.kind != "control"]
         variants = await self._variants(script, steps)
         passes = max((len(v) for v in variants.values()), default=0) or 1
         controls = await self._controls(script, steps, variants, passes)
         if controls is None:
-            return []
+            return [], []
         verdicts: list[Verdict] = []
+        sent = list(controls[0])
         for index in range(passes if steps else 0):
             turns = list(controls[index])
             for step in steps:
                 if await self._stop():
-                    return verdicts
+                    return verdicts, sent
                 variant = variants[step.id][index % len(variants[step.id])]
                 session_id = self._session_id(script, step.session, index)
                 turns.append(await self.turn(script, step, variant.text, variant.style, session_id))
+                sent.append(turns[-1])
             verdicts.append(self._judge(script, technique, turns))
         if not steps and controls[0]:
             verdicts.append(self._judge(script, technique, controls[0]))
-        return verdicts
+        return verdicts, sent
 
     async def _controls(
         self, script: Script, steps: list[Step], variants: dict[str, list[Variant]], passes: int
@@ -375,9 +383,14 @@ class Campaign:
             )  # fmt: skip
             if verdict.result in ("fail", "blocked") and verdict.status is not None:
                 await self._finding(session, run, script, technique, verdict, severity)
+            judged: dict[str, Any] = {
+                "second_opinion": verdict.second_opinion,
+                "review": verdict.review,
+            }
             await self._marker(
                 script, session=session, marker=story.MARKER_SCRIPT_END, result=verdict.result,
                 severity=severity, summary=verdict.summary,
+                **(judged if verdict.second_opinion is not None else {}),
             )  # fmt: skip
 
     async def _finding(
@@ -398,6 +411,7 @@ class Campaign:
             finding_ref=str(finding.id), title=finding.title, severity=severity,
             status=finding.status.value, summary=verdict.summary,
             evidence_event_ids=[e.event_id for e in verdict.evidence],
+            **({"review": True} if verdict.review else {}),
         )  # fmt: skip
 
     async def _marker(
@@ -429,6 +443,12 @@ class Campaign:
         run = await session.get(Run, self.run.id)
         assert run is not None
         return run
+
+    async def aclose(self) -> None:
+        """Close the agent adapter and the judge's client."""
+        await self.adapter.aclose()
+        if self.second_opinion is not None:
+            await self.second_opinion.aclose()
 
     async def finish(self) -> None:
         """Store the run's risk score (the worker then marks it completed)."""
@@ -491,6 +511,7 @@ async def load_campaign(
     return Campaign(
         sessionmaker=sessionmaker, bus=bus, run=run, library=library, adapter=adapter, ctx=ctx,
         recorder=Recorder(run=run, canary_hashes=hashes), should_stop=should_stop,
+        second_opinion=SecondOpinion.from_settings(settings),
         values=_values(project), styles=list(run.config.get("styles") or []),
         intensity=str(run.config.get("intensity") or "med"), rng=random.Random(run.id.int),  # noqa: S311 - variety, not secrecy
     )  # fmt: skip
@@ -544,4 +565,4 @@ async def execute_run(
             await campaign.run_script(script)
         await campaign.finish()
     finally:
-        await campaign.adapter.aclose()
+        await campaign.aclose()

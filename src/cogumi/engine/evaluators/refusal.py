@@ -9,8 +9,9 @@ the human-labelled XSTest v2 completions by ``bench/refusal_eval.py`` (figures i
 
 Rules weigh more in the opening of a reply (where models put their refusal) than
 further down (where a helpful answer often adds a caveat). An optional LLM judge
-(:mod:`cogumi.engine.evaluators.llm_judge`) may be consulted for replies in the
-uncertain band; the heuristics always run and decide when the LLM cannot.
+(:mod:`cogumi.engine.second_opinion`) may be asked about the replies a verdict
+rests on and those in the uncertain band; the heuristics always decide, the
+judge can only raise confidence or flag a disagreement for review.
 """
 
 from __future__ import annotations
