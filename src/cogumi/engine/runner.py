@@ -213,11 +213,14 @@ class Campaign:
 
     async def run_script(self, script: Script) -> None:
         technique = self.library.technique_of(script)
-        await self._marker(
-            script, marker=story.MARKER_SCRIPT_START, title=script.title,
-            summary=f"{technique.title} ({technique.category})",
-        )  # fmt: skip
-        verdicts, turns = await self._passes(script)
+        steps = [s for s in script.steps if s.kind != "control"]
+        async with transaction(self.sessionmaker) as session:  # the script's start, in one go
+            await self._marker(
+                script, session=session, marker=story.MARKER_SCRIPT_START, title=script.title,
+                summary=f"{technique.title} ({technique.category})",
+            )  # fmt: skip
+            variants = await self._variants(session, script, steps)
+        verdicts, turns = await self._passes(script, steps, variants)
         if self.stopped and not verdicts:
             await self._marker(script, marker=story.MARKER_SCRIPT_END, result="inconclusive",
                                severity="info", summary="The run stopped before this script finished.")  # fmt: skip
@@ -237,11 +240,11 @@ class Campaign:
             # in its own right, filed as secret leakage, not under this technique.
             await self._record(script, self._canary_technique(technique), leak, result=False)
 
-    async def _passes(self, script: Script) -> tuple[list[Verdict], list[Turn]]:
+    async def _passes(
+        self, script: Script, steps: list[Step], variants: dict[str, list[Variant]]
+    ) -> tuple[list[Verdict], list[Turn]]:
         """The verdict of every complete pass, and every turn the script sent."""
         technique = self.library.technique_of(script)
-        steps = [s for s in script.steps if s.kind != "control"]
-        variants = await self._variants(script, steps)
         passes = max((len(v) for v in variants.values()), default=0) or 1
         controls = await self._controls(script, steps, variants, passes)
         if controls is None:
@@ -278,23 +281,27 @@ class Campaign:
             turns.append(await self.turn(script, step, step.prompt, None, session_id))
         return [turns for _ in range(passes)]
 
-    async def _variants(self, script: Script, steps: list[Step]) -> dict[str, list[Variant]]:
+    async def _variants(
+        self, session: AsyncSession, script: Script, steps: list[Step]
+    ) -> dict[str, list[Variant]]:
         """Each step's phrasings: freshly rendered, stored, then the project's least used.
 
-        One transaction for the whole script, not one per step.
+        Measurement steps are sent plainly. The variant store is read and
+        written once for the whole script (:func:`variants.choose_for_script`).
         """
-        chosen: dict[str, list[Variant]] = {}
-        async with transaction(self.sessionmaker) as session:
-            for step in steps:
-                if step.kind in MEASUREMENT_KINDS:
-                    chosen[step.id] = [Variant(PLAIN_STYLE, step.prompt)]
-                    continue
-                rendered = render_variants(step, self.styles, self.intensity, self.rng)  # type: ignore[arg-type]
-                chosen[step.id] = await variant_store.choose(
-                    session, org_id=self.run.org_id, project_id=self.run.project_id,
-                    script_id=script.id, step_id=step.id, rendered=rendered, styles=self.styles,
-                ) or rendered  # fmt: skip
-        return chosen
+        rendered = {
+            step.id: render_variants(step, self.styles, self.intensity, self.rng)  # type: ignore[arg-type]
+            for step in steps
+            if step.kind not in MEASUREMENT_KINDS
+        }
+        stored = await variant_store.choose_for_script(
+            session, org_id=self.run.org_id, project_id=self.run.project_id,
+            script_id=script.id, rendered=rendered, styles=self.styles,
+        )  # fmt: skip
+        return {
+            step.id: stored.get(step.id) or rendered.get(step.id) or [Variant(PLAIN_STYLE, step.prompt)]
+            for step in steps
+        }  # fmt: skip
 
     async def _stop(self) -> bool:
         if not self.stopped and await self.should_stop():
@@ -451,7 +458,8 @@ class Campaign:
             await self.second_opinion.aclose()
 
     async def finish(self) -> None:
-        """Store the run's risk score (the worker then marks it completed)."""
+        """Store the run's risk score (the worker then marks it completed) and keep the
+        project's variant store within its bound."""
         async with transaction(self.sessionmaker) as session:
             findings = (
                 await session.scalars(select(Finding).where(Finding.run_id == self.run.id))
@@ -460,6 +468,7 @@ class Campaign:
             run.risk_score = risk_score(
                 Scored(f.score, f.confidence, f.status.value) for f in findings
             )
+            await variant_store.prune(session, project_id=self.run.project_id)
 
 
 def _inconclusive(reason: str) -> Verdict:

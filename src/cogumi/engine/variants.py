@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogumi.db.base import utcnow
@@ -20,6 +23,7 @@ from cogumi.engine.models import PromptVariant
 
 MAX_VARIANTS_PER_PROJECT = 500
 CUSTOMER_STYLE = "customer"
+_TABLE = cast(Table, PromptVariant.__table__)
 
 
 def text_hash(script_id: str, step_id: str, style: str, text: str) -> str:
@@ -75,41 +79,133 @@ async def choose(
     styles: Collection[str],
 ) -> list[Variant]:
     """Store ``rendered``, then use the least recently used stored variants (same count)."""
-    await store(
-        session, org_id=org_id, project_id=project_id, script_id=script_id, step_id=step_id,
-        variants=rendered,
+    chosen = await choose_for_script(
+        session, org_id=org_id, project_id=project_id, script_id=script_id,
+        rendered={step_id: rendered}, styles=styles,
     )  # fmt: skip
-    allowed = {*styles, CUSTOMER_STYLE} if styles else None
-    query = select(PromptVariant).where(
-        PromptVariant.project_id == project_id,
-        PromptVariant.script_id == script_id,
-        PromptVariant.step_id == step_id,
-    )
-    if allowed is not None:
-        query = query.where(PromptVariant.style.in_(allowed))
-    rows = (await session.scalars(query)).all()
-    rows = sorted(
-        rows,
-        key=lambda r: (
-            r.last_used_at is not None,
-            r.last_used_at or r.created_at,
-            r.use_count,
-            r.text_hash,
-        ),
-    )
-    picked = rows[: len(rendered)]
+    return chosen[step_id]
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    id: uuid.UUID
+    step_id: str
+    style: str
+    text: str
+    text_hash: str
+    created_at: datetime
+    last_used_at: datetime | None
+    use_count: int
+
+    def lru_key(self) -> tuple[bool, datetime, int, str]:
+        """Never used first (oldest stored first), then least recently used."""
+        return (
+            self.last_used_at is not None,
+            self.last_used_at or self.created_at,
+            self.use_count,
+            self.text_hash,
+        )
+
+
+async def choose_for_script(
+    session: AsyncSession,
+    *,
+    org_id: uuid.UUID,
+    project_id: uuid.UUID,
+    script_id: str,
+    rendered: Mapping[str, Sequence[Variant]],
+    styles: Collection[str],
+) -> dict[str, list[Variant]]:
+    """:func:`choose` for every step of a script at once, in at most three statements.
+
+    One read of the script's stored variants, one insert of the rendered ones
+    the project lacks, one update marking the picked ones used.
+    """
+    if not rendered:
+        return {}
+    table = _TABLE
+    stored = [
+        _Stored(*row)
+        for row in (
+            await session.execute(
+                select(
+                    table.c.id, table.c.step_id, table.c.style, table.c.text, table.c.text_hash,
+                    table.c.created_at, table.c.last_used_at, table.c.use_count,
+                ).where(
+                    table.c.project_id == project_id, table.c.script_id == script_id,
+                    table.c.step_id.in_(list(rendered)),
+                )
+            )
+        ).all()
+    ]  # fmt: skip
     now = utcnow()
-    for row in picked:
-        row.last_used_at = now
-        row.use_count += 1
-    await session.flush()
-    return [Variant(row.style, row.text) for row in picked]
+    fresh = _fresh(stored, script_id=script_id, rendered=rendered, now=now)
+    if fresh:
+        await session.execute(
+            insert(table),
+            [{**_row_of(v), "org_id": org_id, "project_id": project_id, "script_id": script_id,
+              "source": "builtin"} for v in fresh],
+        )  # fmt: skip
+    allowed = {*styles, CUSTOMER_STYLE} if styles else None
+    pool = [*stored, *fresh]
+    chosen: dict[str, list[Variant]] = {}
+    used: list[uuid.UUID] = []
+    for step_id, variants in rendered.items():
+        mine = [v for v in pool if v.step_id == step_id and (allowed is None or v.style in allowed)]
+        picked = sorted(mine, key=_Stored.lru_key)[: len(variants)]
+        chosen[step_id] = [Variant(v.style, v.text) for v in picked]
+        used.extend(v.id for v in picked)
+    if used:
+        await session.execute(
+            update(table)
+            .where(table.c.id.in_(used))
+            .values(last_used_at=now, use_count=table.c.use_count + 1)
+        )
+    return chosen
+
+
+def _fresh(
+    stored: Sequence[_Stored],
+    *,
+    script_id: str,
+    rendered: Mapping[str, Sequence[Variant]],
+    now: datetime,
+) -> list[_Stored]:
+    """The rendered variants not stored yet, stamped in rendering order."""
+    known = {v.text_hash for v in stored}
+    out: list[_Stored] = []
+    for step_id, variants in rendered.items():
+        for variant in variants:
+            digest = text_hash(script_id, step_id, variant.style, variant.text)
+            if digest in known:
+                continue
+            known.add(digest)
+            created = now + timedelta(microseconds=len(out))  # keeps the rendering order
+            out.append(
+                _Stored(
+                    uuid.uuid4(), step_id, variant.style, variant.text, digest, created, None, 0
+                )
+            )
+    return out
+
+
+def _row_of(variant: _Stored) -> dict[str, Any]:
+    return {
+        "id": variant.id, "step_id": variant.step_id, "style": variant.style,
+        "text": variant.text, "text_hash": variant.text_hash, "created_at": variant.created_at,
+        "last_used_at": None, "use_count": 0,
+    }  # fmt: skip
 
 
 async def prune(
     session: AsyncSession, *, project_id: uuid.UUID, keep: int = MAX_VARIANTS_PER_PROJECT
 ) -> int:
     """Drop the least recently used variants beyond ``keep``; returns how many went."""
+    count = await session.scalar(
+        select(func.count()).select_from(_TABLE).where(_TABLE.c.project_id == project_id)
+    )
+    if int(count or 0) <= keep:
+        return 0
     rows = (
         await session.execute(
             select(PromptVariant.id, PromptVariant.last_used_at, PromptVariant.created_at).where(
