@@ -1,18 +1,22 @@
 """Ingest benchmark: events/s end to end through the HTTP API, against a raw
 bulk insert of the same rows into the same database, in one run. Prints JSON.
 
-For each store (PostgreSQL, SQLite) a fresh database gets a real
-``cogumi serve`` process (throttle lifted); 8 concurrent senders post batches
-of 200 sidecar-shaped events with httpx into a running campaign (so every
-batch also reserves its ``seq`` range). The baseline writes the very rows the
-server would store, with asyncpg ``COPY`` (PostgreSQL) or stdlib
-``sqlite3.executemany`` (SQLite), and the ratio says how much of the raw
-write speed survives HTTP, validation, redaction bounds and transactions.
+For each store (PostgreSQL, SQLite) and each ``serve --workers`` value, a
+fresh database gets a real ``cogumi serve`` (throttle lifted); 8 concurrent
+senders post pre-encoded batches of 200 sidecar-shaped events with httpx into a
+running campaign (so every batch also claims its ``batch_id`` and reserves its
+``seq`` range). The baseline writes the very values the server hands its
+driver (same preparation code), with asyncpg ``COPY`` (PostgreSQL) or stdlib
+``sqlite3.executemany`` (SQLite), and the ratio says how much of the raw write
+speed survives HTTP, validation, payload bounds, hashing and transactions.
+``server_cpu_ms_per_1k_events`` (all serve processes) depends less on how busy
+the machine is than the rates do.
 
 Usage: python bench/ingest_bench.py [--events N] [--stores postgresql,sqlite]
-PostgreSQL: the server at COGUMI_BENCH_PG_ADMIN_URL
+[--workers 1,2]. PostgreSQL: the server at COGUMI_BENCH_PG_ADMIN_URL
 (default postgresql://postgres@127.0.0.1:5432/postgres); a scratch database
-is created and dropped.
+is created and dropped per measurement. ``--workers`` above 1 uses Redis at
+COGUMI_BENCH_REDIS_URL (default redis://127.0.0.1:6379/0).
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ from typing import Any
 
 import asyncpg
 import httpx
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+from sqlalchemy.dialects.sqlite import aiosqlite as aiosqlite_dialect
 
+from cogumi.app import create_app  # noqa: F401 - loads every model (foreign key types)
 from cogumi.db.engine import make_engine, make_sessionmaker, transaction
 from cogumi.db.migrate import upgrade
-from cogumi.events.models import Event
-from cogumi.events.schemas import EventIn
-from cogumi.events.service import event_row
+from cogumi.events.ingest import COLUMNS, prepare
+from cogumi.events.schemas import IngestBatchIn
 from cogumi.projects.models import Project, SidecarToken
 from cogumi.runs.models import Run, RunStatus
 from cogumi.tenancy import security
@@ -50,6 +56,7 @@ PG_ADMIN = os.environ.get(
     "COGUMI_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 COGUMI = str(Path(sys.executable).parent / "cogumi")
+REDIS = os.environ.get("COGUMI_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 BATCH, SENDERS = 200, 8
 TARGET_RATIO = 0.5
 
@@ -117,21 +124,29 @@ async def seed(url: str) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID, str, uuid.UUI
     return org_id, project_id, token_id, issued.plaintext, run_id
 
 
+def encoded_batches(project_id: uuid.UUID, total: int) -> list[bytes]:
+    """Request bodies, encoded before the clock starts (as a sidecar has them ready):
+    on a 2-CPU machine the client's own JSON encoding would compete with the server."""
+    return [
+        json.dumps({"project_id": str(project_id), "batch_id": uuid.uuid4().hex,
+                    "sidecar_version": "bench",
+                    "events": [sample_event(i * BATCH + j) for j in range(BATCH)]}).encode()
+        for i in range(total // BATCH)
+    ]  # fmt: skip
+
+
 async def send_all(base: str, project_id: uuid.UUID, token: str, total: int) -> float:
-    batches = [[sample_event(i * BATCH + j) for j in range(BATCH)] for i in range(total // BATCH)]
-    queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
-    for events in batches:
-        queue.put_nowait(events)
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in encoded_batches(project_id, total):
+        queue.put_nowait(body)
 
     async def sender(client: httpx.AsyncClient) -> None:
         while not queue.empty():
-            events = queue.get_nowait()
-            body = {"project_id": str(project_id), "batch_id": uuid.uuid4().hex,
-                    "sidecar_version": "bench", "events": events}  # fmt: skip
-            response = await client.post("/api/ingest/events", json=body)
+            body = queue.get_nowait()
+            response = await client.post("/api/ingest/events", content=body)
             assert response.status_code == 200, response.text
 
-    headers = {"X-Sidecar-Token": token}
+    headers = {"X-Sidecar-Token": token, "Content-Type": "application/json"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, trust_env=False) as c:
         await sender_warmup(c, project_id)
         started = time.perf_counter()
@@ -149,63 +164,56 @@ async def sender_warmup(client: httpx.AsyncClient, project_id: uuid.UUID) -> Non
 
 
 def stored_rows(
-    org_id: uuid.UUID, project_id: uuid.UUID, token_id: uuid.UUID, n: int
-) -> list[dict[str, Any]]:
-    now = datetime.now(UTC)
-    return [
-        event_row(EventIn.model_validate(sample_event(i)), org_id=org_id, project_id=project_id,
-                  run_id=None, seq=None, token_id=token_id, received_at=now)
-        for i in range(n)
-    ]  # fmt: skip
+    store: str, org_id: uuid.UUID, project_id: uuid.UUID, token_id: uuid.UUID, n: int
+) -> list[tuple[Any, ...]]:
+    """The very values the server hands its driver for ``n`` events (same code path)."""
+    token = SidecarToken(id=token_id, org_id=org_id, project_id=project_id)
+    dialect = (asyncpg_dialect if store == "postgresql" else aiosqlite_dialect).dialect()
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, n, BATCH):
+        events = [sample_event(i) for i in range(start, min(n, start + BATCH))]
+        batch = IngestBatchIn.model_validate(
+            {"project_id": project_id, "batch_id": "raw", "events": events}
+        )
+        prepared = prepare(batch, dialect=dialect, token=token, received_at=datetime.now(UTC))
+        rows.extend(tuple(row) for row in prepared.rows)
+    return rows
 
 
-async def raw_postgres(dsn: str, rows: list[dict[str, Any]]) -> float:
-    columns = [c.name for c in Event.__table__.columns]
-    records = [tuple(_pg_value(row[c]) for c in columns) for row in rows]
+async def raw_postgres(dsn: str, rows: list[tuple[Any, ...]]) -> float:
     conn = await asyncpg.connect(dsn)
     try:
         started = time.perf_counter()
-        await conn.copy_records_to_table("events", records=records, columns=columns)
+        await conn.copy_records_to_table("events", records=rows, columns=COLUMNS)
         return time.perf_counter() - started
     finally:
         await conn.close()
 
 
-def _pg_value(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, dict | list) else value
-
-
-def raw_sqlite(path: str, rows: list[dict[str, Any]]) -> float:
-    columns = [c.name for c in Event.__table__.columns]
-    records = [tuple(_sqlite_value(row[c]) for c in columns) for row in rows]
-    sql = f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+def raw_sqlite(path: str, rows: list[tuple[Any, ...]]) -> float:
+    sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
     conn = sqlite3.connect(path)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         started = time.perf_counter()
         with conn:
-            conn.executemany(sql, records)
+            conn.executemany(sql, rows)
         return time.perf_counter() - started
     finally:
         conn.close()
 
 
-def _sqlite_value(value: Any) -> Any:
-    if isinstance(value, uuid.UUID):
-        return value.hex
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return _pg_value(value)
-
-
-async def measure(store: str, url: str, total: int, data_dir: Path) -> dict[str, Any]:
+async def measure(store: str, url: str, total: int, data_dir: Path, workers: int) -> dict[str, Any]:
     await asyncio.to_thread(upgrade, url)
     org_id, project_id, token_id, token, _ = await seed(url)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COGUMI_")}
     env |= {"COGUMI_DATABASE_URL": url, "COGUMI_DATA_DIR": str(data_dir), "COGUMI_PORT": str(port),
-            "COGUMI_INGEST_RATE_LIMIT_PER_MIN": str(10**9), "COGUMI_LOG_LEVEL": "WARNING"}  # fmt: skip
-    server_log = data_dir / f"serve-{store}.log"
+            "COGUMI_INGEST_RATE_LIMIT_PER_MIN": str(10**9), "COGUMI_LOG_LEVEL": "WARNING",
+            "COGUMI_SERVE_WORKERS": str(workers)}  # fmt: skip
+    if workers > 1:  # several processes share limits, bus and queue through Redis
+        env |= {"COGUMI_REDIS_URL": REDIS, "COGUMI_REDIS_KEY_PREFIX": f"bench-{uuid.uuid4().hex}:"}
+    server_log = data_dir / f"serve-{store}-{workers}.log"
     with server_log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             COGUMI, "serve", env=env, stdout=out, stderr=subprocess.STDOUT
@@ -213,14 +221,16 @@ async def measure(store: str, url: str, total: int, data_dir: Path) -> dict[str,
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_up(base, proc)
+        cpu_before = tree_cpu_seconds(proc.pid)
         api_sec = await send_all(base, project_id, token, total)
+        server_cpu = tree_cpu_seconds(proc.pid) - cpu_before
     except Exception:
         sys.stderr.write(server_log.read_text(errors="replace")[-6000:])
         raise
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 30)
-    rows = stored_rows(org_id, project_id, token_id, total)
+    rows = stored_rows(store, org_id, project_id, token_id, total)
     if store == "postgresql":
         raw_sec = await raw_postgres(url.replace("postgresql+asyncpg://", "postgresql://"), rows)
     else:
@@ -230,12 +240,37 @@ async def measure(store: str, url: str, total: int, data_dir: Path) -> dict[str,
         "events": total,
         "batch": BATCH,
         "senders": SENDERS,
+        "serve_workers": workers,
         "api_events_per_sec": round(api_rate),
+        "server_cpu_ms_per_1k_events": round(1000 * server_cpu / total * 1000, 1),
         "raw_events_per_sec": round(raw_rate),
         "raw_method": "asyncpg COPY" if store == "postgresql" else "sqlite3 executemany",
         "ratio_to_raw": round(api_rate / raw_rate, 3),
         "target_ratio": TARGET_RATIO,
     }
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its descendants so far (Linux /proc)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent and p not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times.get(p, 0.0) for p in tree)
 
 
 async def wait_up(base: str, proc: asyncio.subprocess.Process) -> None:
@@ -251,30 +286,38 @@ async def wait_up(base: str, proc: asyncio.subprocess.Process) -> None:
             await asyncio.sleep(0.2)
 
 
+async def one_store(store: str, total: int, workers: int, tmp: Path) -> dict[str, Any]:
+    """One measurement on a fresh database of ``store``."""
+    data_dir = tmp / f"{store}-{workers}"
+    data_dir.mkdir()
+    if store == "sqlite":
+        return await measure(store, f"sqlite+aiosqlite:///{data_dir}/bench.db", total, data_dir,
+                             workers)  # fmt: skip
+    name = f"cogumi_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+    try:
+        return await measure(store, url, total, data_dir, workers)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=40_000)
     parser.add_argument("--stores", default="postgresql,sqlite")
+    parser.add_argument(
+        "--workers", default="1", help="`serve --workers` values to measure, e.g. 1,2 (>1: Redis)"
+    )
     args = parser.parse_args()
-    results: dict[str, Any] = {"cpus": os.cpu_count()}
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "load_average": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         for store in args.stores.split(","):
-            if store == "sqlite":
-                url = f"sqlite+aiosqlite:///{tmp}/bench.db"
-                results[store] = await measure(store, url, args.events, Path(tmp))
-                continue
-            name = f"cogumi_bench_{uuid.uuid4().hex[:8]}"
-            admin = await asyncpg.connect(PG_ADMIN)
-            await admin.execute(f'CREATE DATABASE "{name}"')
-            url = (
-                PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-                + f"/{name}"
-            )
-            try:
-                results[store] = await measure(store, url, args.events, Path(tmp))
-            finally:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                await admin.close()
+            for workers in (int(w) for w in args.workers.split(",")):
+                key = store if workers == 1 else f"{store}_workers_{workers}"
+                results[key] = await one_store(store, args.events, workers, Path(tmp))
     print(json.dumps(results, indent=2))
 
 

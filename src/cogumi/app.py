@@ -62,12 +62,14 @@ def api_routers() -> list[APIRouter]:
 
 def open_api_routers() -> list[APIRouter]:
     """API routers mounted under ``/api`` *without* principal resolution: readiness must
-    answer while the database is down, and the cron hook has its own secret and opens
-    its own short transactions (no request transaction holding SQLite's write lock)."""
+    answer while the database is down, and the cron hook (its own secret) and event
+    ingest (the sidecar token) open their own short transactions (no request
+    transaction holding SQLite's write lock)."""
+    from cogumi.events.routes import ingest_router
     from cogumi.ops.routes import ready_router
     from cogumi.quotas.routes import cron_router
 
-    return [ready_router, cron_router]
+    return [ready_router, cron_router, ingest_router]
 
 
 def api_route_table() -> list[tuple[str, str]]:

@@ -7,14 +7,17 @@ an API key): the token names its org and project.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from sqlalchemy import select
 from sse_starlette import EventSourceResponse
 
+from cogumi.db.base import utcnow
+from cogumi.db.engine import WRITE
 from cogumi.db.scope import get_in_org
-from cogumi.events import service, stream
+from cogumi.errors import Unauthenticated
+from cogumi.events import ingest, service, stream
 from cogumi.events.models import Event
 from cogumi.events.schemas import (
     ConnectionOut,
@@ -33,6 +36,10 @@ from cogumi.runs.models import Run
 from cogumi.tenancy.deps import DbSession, Reader
 
 router = APIRouter(tags=["ingest"])
+# Mounted without the principal dependency (and its request transaction): the
+# sidecar token is the only credential, and the handler runs its own short
+# transactions (see :func:`ingest_events`).
+ingest_router = APIRouter(tags=["ingest"])
 
 
 async def sidecar_token(
@@ -42,8 +49,6 @@ async def sidecar_token(
     ] = None,
 ) -> SidecarToken:
     """401 without a token or with an unknown one, 403 when revoked."""
-    from cogumi.errors import Unauthenticated
-
     if not x_sidecar_token:
         raise Unauthenticated("send the sidecar token in the X-Sidecar-Token header")
     return await projects_service.authenticate_sidecar_token(session, x_sidecar_token)
@@ -52,30 +57,77 @@ async def sidecar_token(
 SidecarAuth = Annotated[SidecarToken, Depends(sidecar_token)]
 
 
-@router.post(
+def _batch_schema() -> dict[str, Any]:
+    """The request body's JSON schema for the API docs, with its definitions inlined
+    (the route reads raw bytes, so FastAPI does not document the body itself)."""
+    schema = IngestBatchIn.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": inline(schema)}},
+        }
+    }
+
+
+@ingest_router.post(
     "/ingest/events",
     response_model=IngestResult,
     responses={429: {"description": "Over the token's events/min; see `Retry-After`."}},
+    openapi_extra=_batch_schema(),
 )
 async def ingest_events(
-    body: IngestBatchIn, token: SidecarAuth, session: DbSession, request: Request
+    request: Request,
+    x_sidecar_token: Annotated[
+        str | None, Header(description="The project's sidecar token.")
+    ] = None,
 ) -> IngestResult:
-    """Store a batch of sidecar events. A repeated ``batch_id`` stores nothing twice.
+    """Store a batch of sidecar events (``IngestBatchIn``). A repeated ``batch_id``
+    stores nothing twice.
 
     Each token may send ``COGUMI_INGEST_RATE_LIMIT_PER_MIN`` events a minute,
     counted by events, not requests.
     """
-    await service.check_ingest_rate(
-        request.app.state.rate_limiter,
-        token=token,
-        events=len(body.events),
-        per_min=request.app.state.settings.ingest_rate_limit_per_min,
-    )
-    quota = IngestQuota(settings=request.app.state.settings, bus=request.app.state.live_bus)
-    result = await service.ingest_batch(
-        session, token=token, batch=body, quota=quota, bus=request.app.state.live_bus
-    )
-    request.app.state.metrics.ingested(accepted=result.accepted, dropped=result.dropped)
+    # The API's hot path: the body is validated once from its bytes, rows are
+    # prepared before any transaction, and the write transaction (on SQLite, the
+    # write lock) covers only the statements that store the batch.
+    state = request.app.state
+    if not x_sidecar_token:
+        raise Unauthenticated("send the sidecar token in the X-Sidecar-Token header")
+    body = await request.body()
+    quota = IngestQuota(settings=state.settings, bus=state.live_bus)
+    async with state.sessionmaker() as session:
+        async with session.begin():  # reads only: no lock, nothing to wait for
+            token = await projects_service.authenticate_sidecar_token(session, x_sidecar_token)
+            batch = ingest.parse_batch(body)
+            target = await ingest.find_target(session, token=token, batch=batch, quota=quota)
+        await service.check_ingest_rate(
+            state.rate_limiter,
+            token=token,
+            events=len(batch.events),
+            per_min=state.settings.ingest_rate_limit_per_min,
+        )
+        prepared = ingest.prepare(
+            batch, dialect=state.engine.dialect, token=token, received_at=utcnow()
+        )
+        async with session.begin():
+            await session.connection(execution_options=WRITE)
+            result = await ingest.store(
+                session, token=token, prepared=prepared, target=target, quota=quota,
+                bus=state.live_bus,
+            )  # fmt: skip
+    state.metrics.ingested(accepted=result.accepted, dropped=result.dropped)
     return result
 
 

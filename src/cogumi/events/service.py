@@ -1,18 +1,11 @@
-"""Event ingest: idempotent batches, gap-free per-run ``seq``, bounded payloads.
+"""Events: payload bounds and integrity hash, seq reservation, bulk insert,
+throttle, heartbeats, watermarks and the wizard's connection state.
 
-One batch is one transaction:
+The ingest request path itself (parse, prepare, store a batch) lives in
+:mod:`cogumi.events.ingest`; these are the pieces it shares with the campaign
+engine, plus the rest of the sidecar-facing service.
 
-1. the ``ingest_batches`` row is inserted first, inside a savepoint: a
-   retried (or concurrently doubled) ``batch_id`` hits the unique constraint
-   and the batch answers as a duplicate, storing nothing and consuming no seq;
-2. the run's ``last_seq`` is bumped by the batch size under its row lock, so
-   concurrent batches into one run get disjoint, gap-free ranges (a rollback
-   rolls the bump back too);
-3. the events go in with one multi-row insert (no ORM objects per event).
-
-Before any of that, the token's events/min budget is charged by the number
-of events in the batch (429 with ``Retry-After`` once it is spent). A batch
-may also carry the sidecar's *watermark*: the instant before which every
+A batch may carry the sidecar's *watermark*: the instant before which every
 exchange it saw has been shipped. The latest one per token is kept, so the
 engine can tell when a step's network evidence is complete
 (:func:`watermark_for_project`) instead of sleeping a fixed grace period.
@@ -34,12 +27,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogumi.db.base import utcnow
-from cogumi.errors import Forbidden, NotFound, PayloadTooLarge, TooManyRequests
-from cogumi.events.bus import LiveBus
-from cogumi.events.models import Event, IngestBatch, SidecarStatus
-from cogumi.events.schemas import EventIn, HeartbeatIn, IngestBatchIn, IngestResult
+from cogumi.errors import Forbidden, PayloadTooLarge, TooManyRequests
+from cogumi.events.models import Event, SidecarStatus
+from cogumi.events.schemas import EventIn, HeartbeatIn
 from cogumi.projects.models import Project, SidecarToken, TokenStatus
-from cogumi.quotas.ingest import IngestQuota
 from cogumi.runs.models import Run, RunStatus
 from cogumi.tenancy.ratelimit import RateLimiter
 
@@ -133,46 +124,6 @@ def event_row(
     }
 
 
-async def _claim_batch(
-    session: AsyncSession, *, token: SidecarToken, batch: IngestBatchIn, accepted: int
-) -> IngestBatch | None:
-    """Insert the batch marker; None when this batch_id was already stored."""
-    row = IngestBatch(
-        org_id=token.org_id,
-        project_id=token.project_id,
-        batch_id=batch.batch_id,
-        accepted=accepted,
-        dropped=0,
-    )
-    try:
-        async with session.begin_nested():
-            session.add(row)
-            await session.flush()
-    except IntegrityError:
-        return None
-    return row
-
-
-async def _target_run(
-    session: AsyncSession, *, project_id: uuid.UUID, run_id: uuid.UUID | None
-) -> Run | None:
-    """The run events attach to: the one named (of this project), else the running one."""
-    if run_id is not None:
-        run = await session.scalar(
-            select(Run).where(Run.id == run_id, Run.project_id == project_id)
-        )
-        if run is None:
-            raise NotFound("run not found in this project", field="run_id")
-        return run
-    running: Run | None = await session.scalar(
-        select(Run)
-        .where(Run.project_id == project_id, Run.status == RunStatus.running)
-        .order_by(Run.started_at.desc())
-        .limit(1)
-    )
-    return running
-
-
 _RUNS = cast(Table, Run.__table__)
 _SIDECAR_STATUS = cast(Table, SidecarStatus.__table__)
 _EVENTS = cast(Table, Event.__table__)
@@ -261,18 +212,6 @@ def _sqlite_insert_sql() -> str:
     return f"INSERT INTO {_EVENTS.name} ({', '.join(_EVENT_COLUMNS)}) VALUES ({marks})"  # noqa: S608 - fixed names
 
 
-async def _stored_result(
-    session: AsyncSession, *, project_id: uuid.UUID, batch_id: str
-) -> IngestResult:
-    stored = await session.scalar(
-        select(IngestBatch).where(
-            IngestBatch.project_id == project_id, IngestBatch.batch_id == batch_id
-        )
-    )
-    accepted = stored.accepted if stored is not None else 0
-    return IngestResult(ok=True, accepted=accepted, dropped=0, duplicate=True)
-
-
 async def check_ingest_rate(
     limiter: RateLimiter, *, token: SidecarToken, events: int, per_min: int
 ) -> None:
@@ -299,120 +238,6 @@ async def check_ingest_rate(
             retry_after=wait,
             limit=per_min,
         )
-
-
-async def ingest_batch(
-    session: AsyncSession,
-    *,
-    token: SidecarToken,
-    batch: IngestBatchIn,
-    quota: IngestQuota | None = None,
-    bus: LiveBus | None = None,
-) -> IngestResult:
-    """Store one batch of a sidecar's events (see the module docstring).
-
-    With ``bus``, a ``policy.violation`` attached to a running campaign becomes a
-    story step on the run's live feed at once (the same step the story builder
-    makes on replay).
-
-    With ``quota``, a full org storage estimate refuses the batch (429) and a
-    run's events-per-run cap keeps only what fits (the rest counts as dropped
-    and the run stops as ``stopped_quota``).
-    """
-    if batch.project_id != token.project_id:
-        raise Forbidden("this sidecar token belongs to another project", field="project_id")
-    count = len(batch.events)
-    now = utcnow()
-    if count == 0:  # only a watermark: nothing to deduplicate, nothing to number
-        await _touch_status(session, token=token, watermark=_bounded(batch.watermark, now))
-        return IngestResult(ok=True, accepted=0, dropped=0, run_active=await _run_active(
-            session, project_id=token.project_id, run_id=batch.run_id))  # fmt: skip
-    if quota is not None:
-        await quota.check_storage(session, org_id=token.org_id)
-    claimed = await _claim_batch(session, token=token, batch=batch, accepted=count)
-    if claimed is None:
-        return await _stored_result(session, project_id=token.project_id, batch_id=batch.batch_id)
-    run = await _target_run(session, project_id=token.project_id, run_id=batch.run_id)
-    cap = None
-    if run is not None and quota is not None:
-        count, cap = await quota.room(session, run=run, count=count)
-        claimed.accepted, claimed.dropped = count, len(batch.events) - count
-    first = await reserve_seq(session, run_id=run.id, count=count) if run and count else None
-    rows = [
-        event_row(
-            event,
-            org_id=token.org_id,
-            project_id=token.project_id,
-            run_id=run.id if run else None,
-            seq=first + i if first is not None else None,
-            token_id=token.id,
-            received_at=now,
-        )
-        for i, event in enumerate(batch.events[:count])
-    ]
-    if rows:
-        await insert_events(session, rows)
-        if run is not None and bus is not None:
-            await _policy_steps(session, bus=bus, run=run, rows=rows)
-    if quota is not None:
-        last = first + count - 1 if first is not None else None
-        await quota.stored(session, org_id=token.org_id, rows=rows, run=run, last_seq=last, cap=cap)
-    await _touch_status(
-        session, token=token, last_event_at=now, watermark=_bounded(batch.watermark, now)
-    )
-    await session.execute(
-        update(SidecarToken)
-        .where(SidecarToken.id == token.id)
-        .values(events_accepted=SidecarToken.events_accepted + count, last_seen_at=now)
-    )
-    active = run is not None and run.status == RunStatus.running
-    dropped = len(batch.events) - count
-    return IngestResult(ok=True, accepted=count, dropped=dropped, run_active=active)
-
-
-async def _policy_steps(
-    session: AsyncSession, *, bus: LiveBus, run: Run, rows: list[dict[str, Any]]
-) -> None:
-    """Story steps for the batch's policy violations, evidence as on replay."""
-    violations = [r for r in rows if r["type"] == "policy.violation"]
-    if not violations:
-        return
-    from cogumi.engine.story import build_story
-    from cogumi.runs import service as runs_service
-
-    previous = await session.scalar(
-        select(Event)
-        .where(
-            Event.run_id == run.id,
-            Event.seq < min(int(r["seq"]) for r in rows if r["seq"] is not None),
-            Event.type.not_in(("marker", "policy.violation")),
-        )
-        .order_by(Event.seq.desc())
-        .limit(1)
-    )
-    context = (
-        [{"id": str(previous.id), "seq": previous.seq, "type": previous.type}] if previous else []
-    )
-    events = context + [{**r, "id": str(r["id"])} for r in rows]
-    for step in build_story(events):
-        if step.evidence_event_ids[-1] not in {str(v["id"]) for v in violations}:
-            continue
-        await runs_service.add_story_step(
-            session, bus=bus, run=run, step_kind=step.step_kind, claim_title=step.claim_title,
-            claim_summary=step.claim_summary, severity=step.severity, status=step.status,
-            evidence_event_ids=step.evidence_event_ids, seq_start=step.seq_start,
-            seq_end=step.seq_end, ts=step.ts,
-        )  # fmt: skip
-
-
-def _bounded(watermark: datetime | None, now: datetime) -> datetime | None:
-    """A watermark is never later than its arrival: a fast sidecar clock cannot
-    declare the future complete. Naive times are read as UTC."""
-    if watermark is None:
-        return None
-    if watermark.tzinfo is None:
-        watermark = watermark.replace(tzinfo=now.tzinfo)
-    return min(watermark, now)
 
 
 async def _run_active(

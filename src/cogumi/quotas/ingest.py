@@ -1,10 +1,11 @@
-"""Quota checks on the ingest path: storage before a batch, the run's event cap inside it."""
+"""Quota checks on the ingest path: storage before a batch, the run's event cap inside it.
+
+Ingest calls these once per batch, so each is one statement in the common case.
+"""
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cogumi.config import Settings
 from cogumi.events.bus import LiveBus
 from cogumi.quotas import runcap, service
+from cogumi.quotas.models import OrgQuota
+from cogumi.quotas.service import Limits
 from cogumi.runs.models import Run
 
 
@@ -24,34 +27,37 @@ class IngestQuota:
     settings: Settings
     bus: LiveBus
 
-    async def check_storage(self, session: AsyncSession, *, org_id: uuid.UUID) -> None:
-        """429 ``quota_exceeded`` once the org's estimated storage is used up."""
-        await service.check_ingest_storage(session, org_id=org_id, settings=self.settings)
+    async def check_storage(self, session: AsyncSession, *, org_id: uuid.UUID) -> Limits:
+        """429 ``quota_exceeded`` once the org's estimated storage is used up; else its limits.
 
-    async def room(self, session: AsyncSession, *, run: Run, count: int) -> tuple[int, int]:
-        """How many of ``count`` events the run can still take, and its cap.
-
-        The run row is locked first, so concurrent batches share what is left
-        instead of each seeing the same room.
+        A plain read: the org's row is made by the first batch that counts storage.
         """
-        cap = await runcap.cap_of(session, run=run, settings=self.settings)
-        last = await session.scalar(select(Run.last_seq).where(Run.id == run.id).with_for_update())
-        return max(0, min(count, cap - int(last or 0))), cap
+        row = await session.scalar(select(OrgQuota).where(OrgQuota.org_id == org_id))
+        limits = service.limits_of(row, self.settings)
+        await service.check_storage(session, row=row, limits=limits)
+        return limits
 
-    async def stored(
-        self,
-        session: AsyncSession,
-        *,
-        org_id: uuid.UUID,
-        rows: Iterable[Mapping[str, Any]],
-        run: Run | None,
-        last_seq: int | None,
-        cap: int | None,
+    @staticmethod
+    def cap(config: dict[str, Any] | None, limits: Limits) -> int:
+        """A run's events cap: fixed in its config when it was created, else the org's limit."""
+        fixed = runcap.snapshot_cap(config)
+        return fixed if fixed is not None else limits.events_per_run
+
+    async def count_stored(
+        self, session: AsyncSession, *, org_id: uuid.UUID, events: int, chars: int
     ) -> None:
-        """Count the stored rows towards storage; warn or stop the run near its cap."""
-        rows = list(rows)
-        # Serialised as the JSON column stores it, so retention subtracts the same sizes.
-        size = sum(len(json.dumps(r["payload_redacted"])) for r in rows)
-        await service.add_storage(session, org_id=org_id, events=len(rows), payload_bytes=size)
-        if run is not None and last_seq is not None and cap is not None:
-            await runcap.after_events(session, bus=self.bus, run=run, stored=last_seq, cap=cap)
+        """Count stored events towards the org's storage estimate.
+
+        ``chars`` is the length of the stored payload texts, the measure retention
+        subtracts (``length()`` of the stored JSON) when it deletes them.
+        """
+        await service.add_storage(session, org_id=org_id, events=events, payload_bytes=chars)
+
+    async def after_run_events(
+        self, session: AsyncSession, *, run_id: uuid.UUID, stored: int, cap: int
+    ) -> bool:
+        """Warn at 80% of the run's cap, stop it at the cap; True when it was stopped."""
+        run = await session.get(Run, run_id)
+        if run is None:
+            return False
+        return await runcap.after_events(session, bus=self.bus, run=run, stored=stored, cap=cap)

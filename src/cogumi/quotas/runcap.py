@@ -28,12 +28,18 @@ STOP_REASON = "event quota reached: the run holds {cap} events, the most a run m
 
 async def cap_of(session: AsyncSession, *, run: Run, settings: Settings) -> int:
     """The run's cap, fixed when it was created (older runs: the org's current limit)."""
-    snapshot = (run.config or {}).get("quota") or {}
-    value = snapshot.get("events_per_run")
-    if isinstance(value, int) and value > 0:
-        return value
+    fixed = snapshot_cap(run.config)
+    if fixed is not None:
+        return fixed
     limits = await service.limits_for(session, org_id=run.org_id, settings=settings)
     return limits.events_per_run
+
+
+def snapshot_cap(config: dict[str, Any] | None) -> int | None:
+    """The events-per-run cap in a run's config snapshot, if it has one."""
+    snapshot = (config or {}).get("quota") or {}
+    value = snapshot.get("events_per_run")
+    return value if isinstance(value, int) and value > 0 else None
 
 
 async def _first_notice(session: AsyncSession, *, run: Run, kind: str) -> bool:

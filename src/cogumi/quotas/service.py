@@ -170,8 +170,8 @@ async def _charge(session: AsyncSession, *, org_id: uuid.UUID, key: str, limit: 
     return int(used) if used is not None else None
 
 
-async def check_storage(session: AsyncSession, *, row: OrgQuota, limits: Limits) -> None:
-    used = storage_used(row)
+async def check_storage(session: AsyncSession, *, row: OrgQuota | None, limits: Limits) -> None:
+    used = storage_used(row) if row is not None else 0
     if used >= limits.storage_bytes:
         raise QuotaExceeded(
             "storage_bytes", limit=limits.storage_bytes, used=used,
@@ -206,11 +206,13 @@ async def charge_run(
 async def add_storage(
     session: AsyncSession, *, org_id: uuid.UUID, events: int, payload_bytes: int
 ) -> None:
-    """Move the org's storage estimate (negative values after deletions)."""
+    """Move the org's storage estimate (negative values after deletions).
+
+    One statement once the org's row exists (ingest calls this for every batch).
+    """
     if not events and not payload_bytes:
         return
-    await quota_row(session, org_id=org_id)
-    await session.execute(
+    change = (
         update(OrgQuota)
         .where(OrgQuota.org_id == org_id)
         .values(
@@ -218,13 +220,10 @@ async def add_storage(
             stored_event_bytes=OrgQuota.stored_event_bytes + payload_bytes,
         )
     )
-
-
-async def check_ingest_storage(
-    session: AsyncSession, *, org_id: uuid.UUID, settings: Settings
-) -> None:
-    row = await quota_row(session, org_id=org_id)
-    await check_storage(session, row=row, limits=limits_of(row, settings))
+    result: Any = await session.execute(change)
+    if not result.rowcount:
+        await quota_row(session, org_id=org_id)
+        await session.execute(change)
 
 
 # --- usage -------------------------------------------------------------------
