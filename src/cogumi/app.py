@@ -83,6 +83,16 @@ def api_route_table() -> list[tuple[str, str]]:
     return table
 
 
+def create_app_from_environment() -> FastAPI:
+    """The app of one process of ``cogumi serve --workers N``: settings and logging
+    from the environment, as the parent process saw them."""
+    from cogumi.ops.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(level=settings.log_level, log_format=settings.log_format)
+    return create_app(settings)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 

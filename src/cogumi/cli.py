@@ -33,12 +33,20 @@ def migrate() -> None:
 def serve(
     host: str = typer.Option(None, help="Bind address (default: COGUMI_HOST or 127.0.0.1)."),
     port: int = typer.Option(None, help="Port (default: COGUMI_PORT or 8000)."),
+    workers: int = typer.Option(
+        None,
+        min=1,
+        help="Processes serving the port (default: COGUMI_SERVE_WORKERS or 1). More than one "
+        "needs COGUMI_REDIS_URL; campaigns then run in `cogumi worker` processes.",
+    ),
 ) -> None:
     """Migrate the database, then serve the web UI and JSON API.
 
     On SIGTERM/SIGINT it stops accepting connections, lets in-flight requests finish
     (up to COGUMI_SHUTDOWN_GRACE_SEC), then hands its running campaigns back to the queue.
     """
+    import os
+
     import uvicorn
 
     from cogumi.app import create_app
@@ -48,20 +56,41 @@ def serve(
 
     settings = Settings()
     settings = settings.model_copy(
-        update={"host": host or settings.host, "port": port or settings.port}
+        update={
+            "host": host or settings.host,
+            "port": port or settings.port,
+            "serve_workers": workers or settings.serve_workers,
+        }
     )
+    if settings.serve_workers > 1 and not settings.redis_url:
+        typer.echo(
+            "cogumi serve: --workers above 1 needs COGUMI_REDIS_URL (processes must share "
+            "rate limits, the live bus and the run queue)",
+            err=True,
+        )
+        raise typer.Exit(2)
     configure_logging(level=settings.log_level, log_format=settings.log_format)
     upgrade(settings.effective_database_url)
     settings.resolved_secret_key()
     where = "SQLite in " + str(settings.data_dir.resolve()) if settings.is_sqlite else "PostgreSQL"
     typer.echo(f"COGUMI AI Protect on {settings.base_url}  (store: {where})")
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,  # keep the JSON handler configured above
+        "access_log": False,  # our middleware logs each request with its id
+        "timeout_graceful_shutdown": settings.shutdown_grace_sec,
+    }
+    if settings.serve_workers == 1:
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        return
+    # Worker processes start afresh and read their settings from the environment.
+    os.environ["COGUMI_HOST"], os.environ["COGUMI_PORT"] = settings.host, str(settings.port)
     uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # keep the JSON handler configured above
-        access_log=False,  # our middleware logs each request with its id
-        timeout_graceful_shutdown=settings.shutdown_grace_sec,
+        "cogumi.app:create_app_from_environment",
+        factory=True,
+        workers=settings.serve_workers,
+        **common,  # type: ignore[arg-type]
     )
 
 

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `cogumi serve` binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `cogumi serve` binds to.")
+    serve_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes `cogumi serve` runs on its port (also `--workers`). More than "
+        "one needs `COGUMI_REDIS_URL`: rate limits, the live bus and the run queue must be "
+        "shared, and campaigns then run in `cogumi worker` processes.",
+    )
     public_url: str | None = Field(
         default=None,
         description="Base URL users reach the product at (used in invitation links and "
