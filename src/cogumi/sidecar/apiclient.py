@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from cogumi.sidecar.http1 import BODY, END, HEAD, Head, MessageError, MessageReader
-from cogumi.sidecar.upstream import UpstreamError, open_upstream
+from cogumi.sidecar.http1 import BODY, END, HEAD, READ_SIZE, Head, MessageError, MessageReader
 
 MAX_ANSWER_BYTES = 1024 * 1024
 
@@ -75,14 +74,12 @@ class ApiClient:
         try:
             async with asyncio.timeout(self.timeout_sec):
                 return await self._exchange(parts.hostname, port, tls, request)
-        except (TimeoutError, OSError, UpstreamError, MessageError) as exc:
+        except (TimeoutError, OSError, MessageError) as exc:
             raise ApiError(f"{type(exc).__name__}: {exc}") from exc
 
     async def _exchange(self, host: str, port: int, tls: bool, request: bytes) -> ApiResponse:
-        if tls:
-            reader, writer = await asyncio.open_connection(host, port, ssl=self._context())
-        else:
-            reader, writer = await open_upstream(host, port, self.timeout_sec)
+        tls_context = self._context() if tls else None
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls_context, limit=READ_SIZE)
         try:
             writer.write(request)
             return await _read_answer(MessageReader(reader, response=True))

@@ -6,17 +6,27 @@ sink domains are answered here and never leave the network. Every exchange
 ends as one record through ``emit`` (turned into an event by the pure
 :mod:`core` once it passed the throttle), also when the upstream fails or the
 sidecar shuts down mid-exchange.
+
+The shell is built on protocols, not streams: a :class:`ClientConn` parses
+requests with httptools and hands each to a job (:mod:`forward`,
+:mod:`tunnel`) that writes to the transports directly. Flow control is the
+transports' own (a full write buffer pauses reading on the other side), and
+all timeouts are deadlines on the connection that one periodic sweep checks,
+so an exchange costs no task switch, no stream object and no timer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final, cast
+
+import httptools
 
 from cogumi.sidecar.core import (
     BadProxyRequest,
@@ -28,66 +38,27 @@ from cogumi.sidecar.core import (
     parse_authority,
     render_head,
 )
-from cogumi.sidecar.http1 import (
-    BODY,
-    END,
-    LAST_CHUNK,
-    READ_SIZE,
-    Head,
-    MessageError,
-    MessageReader,
-    chunk,
-)
+from cogumi.sidecar.forward import CONTINUE, Forward, Job, Local, SinkAnswer, simple_response
+from cogumi.sidecar.http1 import MAX_HEAD_BYTES, Head, MessageError
 from cogumi.sidecar.options import SidecarOptions
-from cogumi.sidecar.upstream import Upstream, UpstreamError, UpstreamPool, open_upstream
+from cogumi.sidecar.tunnel import Tunnel
+from cogumi.sidecar.upstream import WRITE_HIGH, UpstreamPool
 
 log = logging.getLogger("cogumi.sidecar")
 
-SINK_PREVIEW_LIMIT = 32 * 1024
-FLUSH_AT = 64 * 1024
-NO_BODY_STATUS = frozenset({204, 304})
+SINK_PREVIEW_LIMIT: Final = 32 * 1024
+POOL_SWEEP_SEC: Final = 5.0
 
 Emit = Callable[[Exchange, Policy], None]
 Opened = Callable[[Exchange], None]
 
-
-class ClientGone(Exception):
-    """The client closed its side; nothing more can be sent to it."""
-
-
-class Corked:
-    """Collects small writes into one send; flushes before waiting on a read."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.out = bytearray()
-
-    async def send(self, data: bytes) -> None:
-        self.out += data
-        if len(self.out) >= FLUSH_AT:
-            await self.flush()
-
-    async def flush(self) -> None:
-        if self.out:
-            self.writer.write(bytes(self.out))
-            self.out.clear()
-        await self.writer.drain()
-
-
-def _simple_response(status: int, reason: str, body: bytes, *, close: bool) -> bytes:
-    headers = [
-        (
-            "Content-Type",
-            "application/json" if body.startswith(b"{") else "text/plain; charset=utf-8",
-        ),
-        ("Content-Length", str(len(body))),
-        ("Connection", "close" if close else "keep-alive"),
-    ]
-    return render_head(f"HTTP/1.1 {status} {reason}", headers) + body
+# What the request parser produces, in order; queued while an exchange is still answering.
+HEAD, BODY, END, RAW, BAD = range(5)
 
 
 class ProxyServer:
-    """Owns the listening socket, the upstream pool and the live connections."""
+    """Owns the listening socket, the upstream pool, the live connections and
+    the deadline sweep."""
 
     def __init__(
         self,
@@ -102,346 +73,383 @@ class ProxyServer:
         # Told when an exchange starts (its ``emit`` always follows), so the
         # shipper's watermark can wait for exchanges still in flight.
         self.opened = opened
-        self.pool = UpstreamPool(connect_timeout=options.connect_timeout)
+        self.pool = UpstreamPool()
         self.server: asyncio.base_events.Server | None = None
-        self._idle: dict[asyncio.Task[Any], bool] = {}
+        self.conns: set[ClientConn] = set()
         self.started_at = time.time()
         self.connections_accepted = 0
+        self.closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self._tick = max(0.005, min(0.25, options.connect_timeout / 4,
+                                    options.upstream_timeout / 4, options.client_idle_timeout / 4))  # fmt: skip
+        self._next_sweep = 0.0
+        self._all_idle: asyncio.Future[None] | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
 
     async def start(self) -> tuple[str, int]:
+        self._loop = asyncio.get_running_loop()
         host, port = self.options.listen_address
-        self.server = await asyncio.start_server(
-            self._on_client, host, port, limit=READ_SIZE, reuse_address=True, backlog=1024
+        self.server = await self._loop.create_server(
+            lambda: ClientConn(self), host, port, reuse_address=True, backlog=1024
         )
+        self._ticker = self._loop.call_later(self._tick, self._on_tick)
         sockname = self.server.sockets[0].getsockname()
         return sockname[0], sockname[1]
 
+    def exchange_opened(self, ex: Exchange) -> None:
+        if self.opened is not None:
+            self.opened(ex)
+
+    def record(self, ex: Exchange, policy: Policy) -> None:
+        ex.finish()
+        try:
+            self.emit(ex, policy)
+        except Exception:  # one broken event never takes the proxy down
+            log.exception("recording an exchange failed")
+
+    def _on_tick(self) -> None:
+        now = self.loop.time()
+        for conn in [c for c in self.conns if c.deadline <= now]:
+            conn.on_deadline()
+        if now >= self._next_sweep:
+            self._next_sweep = now + POOL_SWEEP_SEC
+            self.pool.sweep()
+        self._ticker = self.loop.call_later(self._tick, self._on_tick)
+
+    def conn_idle(self) -> None:
+        """A connection finished its exchange or closed: during shutdown, are all idle now?"""
+        waiter = self._all_idle
+        if waiter is not None and not waiter.done() and all(c.job is None for c in self.conns):
+            waiter.set_result(None)
+
     async def close(self, grace: float = 2.0) -> None:
         """Stop accepting, let busy exchanges finish for ``grace`` s, then cut."""
+        self.closing = True
         if self.server is not None:
             self.server.close()
-        for task, idle in list(self._idle.items()):
-            if idle:
-                task.cancel()
-        busy = [t for t in self._idle if not t.done()]
-        if busy:
-            _, pending = await asyncio.wait(busy, timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        for conn in list(self.conns):
+            if conn.job is None:
+                conn.close()
+        if any(c.job is not None for c in self.conns):
+            self._all_idle = self.loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._all_idle), grace)
+        for conn in list(self.conns):
+            if conn.job is not None:
+                conn.job.abort("sidecar_shutdown", "the sidecar stopped mid-exchange")
+            conn.abort()
+        if self._ticker is not None:
+            self._ticker.cancel()
         self.pool.close_all()
+        await asyncio.sleep(0)  # let the transports report their close
 
-    # --- connections ----------------------------------------------------------
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._idle[task] = True
-        self.connections_accepted += 1
+
+class ClientConn(asyncio.Protocol):
+    """One client connection: parses its requests and runs one job at a time."""
+
+    # Why reading from the client is paused (a bit each).
+    PIPELINE: Final = 1  # the next request waits until this exchange is answered
+    UPSTREAM_FULL: Final = 2  # the upstream reads slower than the client sends
+    WAITING: Final = 4  # the upstream connection is not open yet
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.job: Job | None = None
+        self.tunnel: Tunnel | None = None
+        self.pending: deque[tuple[int, Any]] = deque()
+        self.paused = 0
+        self.deadline = math.inf
+        self.closed = False
+        self.client_eof = False
+        self.upgraded = False
+        self._draining = False
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._head_bytes = 0
+
+    # --- transport events ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH)
+        self.server.conns.add(self)
+        self.server.connections_accepted += 1
+        if self.server.closing:
+            self.close()
+            return
+        self.set_deadline(self.server.options.client_idle_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None and self.upgraded and not self.pending:
+            self.tunnel.from_client(data)
+            return
+        if self.upgraded:
+            self._item(RAW, data)
+            return
         try:
-            await self._serve(reader, writer, task)
-        except (ClientGone, ConnectionError, asyncio.CancelledError):
-            pass
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = True  # CONNECT (or a refused upgrade): the rest is not HTTP
+            rest = data[exc.args[0] :]
+            if rest:
+                self._item(RAW, rest)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if not isinstance(cause, MessageError):
+                log.error("sidecar connection failed", exc_info=cause)
+                self._crash()
+                return
+            self._item(BAD, str(cause))
+        except httptools.HttpParserError as exc:
+            self._item(BAD, str(exc) or type(exc).__name__)
+        self._after()
+
+    def eof_received(self) -> bool:
+        self.client_eof = True
+        job = self.job
+        if isinstance(job, Tunnel):
+            return job.on_client_eof()
+        if job is None:
+            return False
+        if not job.request_done:
+            job.abort("client_closed", "the client closed its side mid-request")
+            return False
+        return True  # answer what was asked, then close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.conns.discard(self)
+        self.pending.clear()
+        job, self.job, self.tunnel = self.job, None, None
+        if job is not None and not job.done:
+            job.client_lost(exc)
+        self.server.conn_idle()
+
+    def pause_writing(self) -> None:
+        if self.job is not None:
+            self.job.client_full(True)
+
+    def resume_writing(self) -> None:
+        if self.job is not None:
+            self.job.client_full(False)
+
+    # --- helpers for jobs ---------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.writelines(data)
+
+    def write_eof(self) -> None:
+        if not self.closed and self.transport is not None and self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def set_deadline(self, seconds: float | None) -> None:
+        self.deadline = math.inf if seconds is None else self.server.loop.time() + seconds
+
+    def pause_reading(self, reason: int) -> None:
+        if not self.paused and not self.closed and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume_reading(self, reasons: int) -> None:
+        if self.paused & reasons:
+            self.paused &= ~reasons
+            if not self.paused and not self.closed and self.transport is not None:
+                self.transport.resume_reading()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def job_done(self, keep: bool) -> None:
+        self.job = None
+        self.tunnel = None
+        if self.closed or not keep or self.server.closing:
+            self.close()
+            self.server.conn_idle()
+            return
+        self.set_deadline(self.server.options.client_idle_timeout)
+        self._drain()
+        if self.job is None and self.client_eof:
+            self.close()
+
+    def on_deadline(self) -> None:
+        self.deadline = math.inf
+        if self.job is None:
+            self.close()  # idle keep-alive connection
+        else:
+            self.job.on_deadline()
+
+    # --- requests -------------------------------------------------------------------------------
+    def _item(self, kind: int, value: Any) -> None:
+        if self.closed:
+            return
+        job = self.job
+        if (
+            self.pending
+            or (kind == RAW and self.tunnel is None)
+            or (kind != RAW and job is not None and job.request_done)
+        ):
+            self.pending.append((kind, value))
+            self.pause_reading(self.PIPELINE)
+            return
+        try:
+            self._dispatch(kind, value)
         except Exception:
-            log.exception("sidecar connection failed")
+            log.exception("sidecar exchange failed")
+            self._crash()
+
+    def _dispatch(self, kind: int, value: Any) -> None:
+        job = self.job
+        if kind == HEAD:
+            self._start(value)
+        elif kind == BODY:
+            if job is not None:
+                job.on_body(value)
+        elif kind == END:
+            if job is not None:
+                job.on_end()
+        elif kind == RAW:
+            if self.tunnel is not None:
+                self.tunnel.from_client(value)
+        elif job is not None:  # BAD mid-request
+            job.abort("client_bad_request", f"malformed request: {value}")
+        else:
+            self._refuse(400, "Bad Request", f"{value}\n")
+
+    def _drain(self) -> None:
+        """Run the queued items of the next request(s) now that the connection is free."""
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self.pending and not self.closed:
+                kind, value = self.pending[0]
+                job = self.job
+                if (kind == RAW and self.tunnel is None) or (
+                    kind != RAW and job is not None and job.request_done
+                ):
+                    break
+                self.pending.popleft()
+                self._dispatch(kind, value)
+            self._after()
+        except Exception:
+            log.exception("sidecar exchange failed")
+            self._crash()
         finally:
-            self._idle.pop(task, None)
-            writer.close()
+            self._draining = False
+        if not self.pending:
+            self.resume_reading(self.PIPELINE)
 
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[Any]
-    ) -> None:
-        messages = MessageReader(reader)
-        client = Corked(writer)
-        while True:
-            self._idle[task] = True
+    def _after(self) -> None:
+        if self.job is not None:
+            self.job.flush_up()
+
+    def _crash(self) -> None:
+        job = self.job
+        if job is not None and not job.done:
+            job.abort("sidecar_error", "internal error in the sidecar")
+        self.abort()
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        self.write(simple_response(status, reason, message.encode(), close=True))
+        self.close()
+        self.server.conn_idle()
+
+    def _start(self, head: Head) -> None:
+        server = self.server
+        if head.method == "CONNECT":
             try:
-                if messages.buffered:
-                    item = await messages.next()
-                else:
-                    async with asyncio.timeout(self.options.client_idle_timeout):
-                        item = await messages.next()
-            except TimeoutError:
+                host, port = parse_authority(head.url)
+            except BadProxyRequest as exc:
+                self._refuse(400, "Bad Request", f"{exc}\n")
                 return
-            except MessageError as exc:
-                writer.write(_simple_response(400, "Bad Request", f"{exc}\n".encode(), close=True))
-                return
-            if item is None:
-                return
-            self._idle[task] = False
-            head = item[1]
-            assert isinstance(head, Head)
-            if head.method == "CONNECT":
-                await self._tunnel(head, messages, reader, client)
-                return
-            if not await self._exchange(head, messages, client):
-                return
-
-    async def _exchange(self, head: Head, messages: MessageReader, client: Corked) -> bool:
-        """One request/response; returns whether the client connection stays open."""
-        if not head.url.lower().startswith("http://"):
-            return await self._local(head, messages, client)
+            ex = Exchange(method="CONNECT", host=host, port=port, request_headers=head.headers)
+            server.exchange_opened(ex)
+            self.job = self.tunnel = Tunnel(self, ex, server.policy())
+            self.tunnel.start()
+            return
+        if head.upgrade:
+            self._refuse(501, "Not Implemented", "protocol upgrades are not proxied\n")
+            return
+        if head.url[:7].lower() != "http://":
+            self.job = Local(self, head)
+            return
         try:
             host, port, path = parse_absolute_uri(head.url)
         except BadProxyRequest as exc:
-            await client.send(_simple_response(400, "Bad Request", f"{exc}\n".encode(), close=True))
-            await client.flush()
-            return False
-        if head.upgrade:
-            await client.send(_simple_response(501, "Not Implemented", b"protocol upgrades are not proxied\n", close=True))  # fmt: skip
-            await client.flush()
-            return False
-        policy = self.policy()
+            self._refuse(400, "Bad Request", f"{exc}\n")
+            return
+        policy = server.policy()
         sink = policy.is_sink(host)
-        limit = SINK_PREVIEW_LIMIT if sink else self.options.preview_bytes
+        preview = server.options.preview_bytes
         ex = Exchange(method=head.method, host=host, port=port, path=path,
-                      request_headers=head.headers, request_body=Preview(limit),
-                      response_body=Preview(self.options.preview_bytes))  # fmt: skip
-        if self.opened is not None:
-            self.opened(ex)
-        try:
-            if (head.get("expect") or "").lower() == "100-continue":
-                client.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            if sink:
-                return await self._answer_sink(head, messages, client, ex)
-            return await self._forward(head, messages, client, ex)
-        except asyncio.CancelledError:
-            ex.error = ex.error or "sidecar_shutdown"
-            raise
-        finally:
-            self.emit(ex, policy)
-
-    async def _local(self, head: Head, messages: MessageReader, client: Corked) -> bool:
-        """Origin-form requests address the sidecar itself: only /healthz exists."""
-        await _drain_body(messages, None)
-        if head.url.split("?", 1)[0] == "/healthz" and head.method in ("GET", "HEAD"):
-            body = json.dumps({"ok": True, "uptime_sec": round(time.time() - self.started_at, 1)})
-            await client.send(_simple_response(200, "OK", body.encode(), close=not head.keep_alive))
-            await client.flush()
-            return head.keep_alive
-        message = b"this is a forward proxy: send absolute-form http:// URIs or CONNECT\n"
-        await client.send(_simple_response(400, "Bad Request", message, close=True))
-        await client.flush()
-        return False
-
-    async def _answer_sink(
-        self, head: Head, messages: MessageReader, client: Corked, ex: Exchange
-    ) -> bool:
-        await _drain_body(messages, ex)
-        ex.intercepted = True
-        ex.status_code = 200
-        ex.response_headers = [("Content-Type", "application/json"), ("Content-Length", "2")]
-        ex.bytes_in = 2
-        ex.response_body.add(b"{}")
-        await client.send(_simple_response(200, "OK", b"{}", close=not head.keep_alive))
-        await client.flush()
-        return head.keep_alive
-
-    async def _forward(
-        self, head: Head, messages: MessageReader, client: Corked, ex: Exchange
-    ) -> bool:
+                      request_headers=head.headers,
+                      request_body=Preview(SINK_PREVIEW_LIMIT if sink else preview),
+                      response_body=Preview(preview))  # fmt: skip
+        server.exchange_opened(ex)
+        if (head.get("expect") or "").lower() == "100-continue":
+            self.write(CONTINUE)
+        if sink:
+            self.job = SinkAnswer(self, head, ex, policy)
+            return
         headers = [(n, v) for n, v in end_to_end(head.headers) if n.lower() != "expect"]
         if not any(n.lower() == "host" for n, _ in headers):
-            headers.insert(0, ("Host", ex.host if ex.port == 80 else f"{ex.host}:{ex.port}"))
+            headers.insert(0, ("Host", host if port == 80 else f"{host}:{port}"))
         if head.chunked:
             headers.append(("Transfer-Encoding", "chunked"))
-        request_head = render_head(f"{head.method} {ex.path} HTTP/1.1", headers)
-        try:
-            upstream, response = await self._send_request(request_head, head, messages, ex)
-        except UpstreamError as exc:
-            return await self._fail(client, ex, exc, messages)
-        return await self._relay_response(head, response, upstream, client, ex)
+        forward = Forward(self, head, ex, policy, render_head(f"{head.method} {path} HTTP/1.1", headers))  # fmt: skip
+        self.job = forward
+        forward.start()
 
-    async def _send_request(
-        self, request_head: bytes, head: Head, messages: MessageReader, ex: Exchange
-    ) -> tuple[Upstream, Head]:
-        """Send the request (retrying once on a stale pooled connection when no
-        body bytes were sent yet) and read the response head."""
-        for attempt in (1, 2):
-            upstream = await self.pool.acquire(ex.host, ex.port)
-            try:
-                await _stream_request(upstream, request_head, head, messages, ex)
-                response = await upstream.read_head(self.options.upstream_timeout, ex.method)
-                return upstream, response
-            except UpstreamError as exc:
-                upstream.close()
-                if not (exc.stale and upstream.reused and ex.bytes_out == 0 and attempt == 1):
-                    raise
-        raise AssertionError("unreachable")
+    # --- httptools callbacks --------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
 
-    async def _relay_response(
-        self, head: Head, response: Head, upstream: Upstream, client: Corked, ex: Exchange
-    ) -> bool:
-        ex.status_code = response.status
-        ex.response_headers = response.headers
-        no_body = ex.method == "HEAD" or response.status in NO_BODY_STATUS
-        headers = end_to_end(response.headers)
-        keep = head.keep_alive
-        rechunk = False
-        if not no_body and (response.chunked or response.content_length is None):
-            if head.version == "1.1":
-                rechunk = True
-                headers.append(("Transfer-Encoding", "chunked"))
-            else:
-                keep = False
-        headers.append(("Connection", "keep-alive" if keep else "close"))
-        await client.send(render_head(f"HTTP/1.1 {response.status} {response.reason}", headers))
-        complete = True
-        if not no_body:
-            complete = await self._relay_body(upstream, client, ex, rechunk)
-        await client.flush()
-        if complete and response.keep_alive and upstream.finished:
-            self.pool.release(upstream)
-        else:
-            upstream.close()
-        return keep and complete
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise MessageError("message head too large")
 
-    async def _relay_body(
-        self, upstream: Upstream, client: Corked, ex: Exchange, rechunk: bool
-    ) -> bool:
-        try:
-            async for data in upstream.body(self.options.upstream_timeout, client.flush):
-                ex.bytes_in += len(data)
-                ex.response_body.add(data)
-                await client.send(chunk(data) if rechunk else data)
-        except UpstreamError as exc:
-            ex.error, ex.error_detail = exc.code, f"{exc.detail} (mid-response)"
-            return False
-        if rechunk:
-            await client.send(LAST_CHUNK)
-        return True
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise MessageError("message head too large")
 
-    async def _fail(
-        self, client: Corked, ex: Exchange, exc: UpstreamError, messages: MessageReader
-    ) -> bool:
-        ex.error, ex.error_detail = exc.code, exc.detail
-        ex.status_code = exc.status
-        if messages.in_message:
-            # What the agent tried to send is evidence even if it never arrived.
-            with contextlib.suppress(TimeoutError, MessageError, ConnectionError):
-                async with asyncio.timeout(self.options.upstream_timeout):
-                    await _drain_body(messages, ex)
-        reason = "Gateway Timeout" if exc.status == 504 else "Bad Gateway"
-        body = f"{exc.status} {reason}: {exc.detail} ({ex.host}:{ex.port})\n".encode()
-        await client.send(_simple_response(exc.status, reason, body, close=True))
-        await client.flush()
-        return False
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        head = Head(
+            method=parser.get_method().decode("ascii", "replace"),
+            url=self._url.decode("latin-1"),
+            version=parser.get_http_version(),
+            headers=self._headers,
+            keep_alive=parser.should_keep_alive(),
+            upgrade=parser.should_upgrade(),
+        )
+        self._item(HEAD, head)
 
-    # --- CONNECT ----------------------------------------------------------------
-    async def _tunnel(
-        self, head: Head, messages: MessageReader, reader: asyncio.StreamReader, client: Corked
-    ) -> None:
-        try:
-            host, port = parse_authority(head.url)
-        except BadProxyRequest as exc:
-            await client.send(_simple_response(400, "Bad Request", f"{exc}\n".encode(), close=True))
-            await client.flush()
-            return
-        policy = self.policy()
-        ex = Exchange(method="CONNECT", host=host, port=port, request_headers=head.headers)
-        if self.opened is not None:
-            self.opened(ex)
-        try:
-            await self._open_tunnel(messages, reader, client, ex, policy)
-        except asyncio.CancelledError:
-            ex.error = ex.error or "sidecar_shutdown"
-            raise
-        finally:
-            self.emit(ex, policy)
+    def on_body(self, body: bytes) -> None:
+        self._item(BODY, body)
 
-    async def _open_tunnel(
-        self,
-        messages: MessageReader,
-        reader: asyncio.StreamReader,
-        client: Corked,
-        ex: Exchange,
-        policy: Policy,
-    ) -> None:
-        if policy.is_sink(ex.host):
-            ex.status_code, ex.error = 403, "sink_domain"
-            ex.error_detail = "sink domain: tunnels to it are refused so nothing leaves the network"
-            body = f"403 Forbidden: {ex.host} is a sink domain; the sidecar records it and refuses tunnels to it\n"  # fmt: skip
-            await client.send(_simple_response(403, "Forbidden", body.encode(), close=True))
-            await client.flush()
-            return
-        try:
-            up_reader, up_writer = await open_upstream(
-                ex.host, ex.port, self.options.connect_timeout
-            )
-        except UpstreamError as exc:
-            await self._fail(client, ex, exc, messages)
-            return
-        ex.status_code = 200
-        client.writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-        if messages.leftover:
-            up_writer.write(messages.leftover)
-            ex.bytes_out += len(messages.leftover)
-        try:
-            await _pipe_both(reader, client.writer, up_reader, up_writer, ex)
-        finally:
-            up_writer.close()
-
-
-async def _drain_body(messages: MessageReader, ex: Exchange | None) -> None:
-    while True:
-        item = await messages.next()
-        if item is None or item[0] == END:
-            return
-        if item[0] == BODY and ex is not None:
-            data = item[1]
-            assert isinstance(data, bytes)
-            ex.bytes_out += len(data)
-            ex.request_body.add(data)
-
-
-async def _stream_request(
-    upstream: Upstream, request_head: bytes, head: Head, messages: MessageReader, ex: Exchange
-) -> None:
-    """Send head and body upstream as the client's bytes arrive."""
-    out = Corked(upstream.writer)
-    await out.send(request_head)
-    try:
-        while True:
-            if not messages.buffered:
-                await out.flush()
-            item = await messages.next()
-            if item is None:
-                raise ClientGone
-            kind, data = item
-            if kind == END:
-                break
-            if kind == BODY and isinstance(data, bytes):
-                ex.bytes_out += len(data)
-                ex.request_body.add(data)
-                await out.send(chunk(data) if head.chunked else data)
-        if head.chunked:
-            await out.send(LAST_CHUNK)
-        await out.flush()
-    except (ConnectionError, OSError) as exc:
-        raise UpstreamError.from_os(exc, stale=ex.bytes_out == 0) from exc
-
-
-async def _pipe_both(
-    c_reader: asyncio.StreamReader,
-    c_writer: asyncio.StreamWriter,
-    u_reader: asyncio.StreamReader,
-    u_writer: asyncio.StreamWriter,
-    ex: Exchange,
-) -> None:
-    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, outbound: bool) -> None:
-        try:
-            while data := await src.read(READ_SIZE):
-                if outbound:
-                    ex.bytes_out += len(data)
-                else:
-                    ex.bytes_in += len(data)
-                dst.write(data)
-                await dst.drain()
-            if dst.can_write_eof():
-                with contextlib.suppress(OSError):
-                    dst.write_eof()
-        except (ConnectionError, OSError) as exc:
-            ex.error = ex.error or ("client_reset" if outbound else "upstream_reset")
-            ex.error_detail = str(exc)
-            dst.close()
-
-    await asyncio.gather(pipe(c_reader, u_writer, True), pipe(u_reader, c_writer, False))
+    def on_message_complete(self) -> None:
+        self._item(END, None)

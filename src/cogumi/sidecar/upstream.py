@@ -1,9 +1,13 @@
-"""Upstream connections: opening them, pooling them per host:port, reading
+"""Upstream connections: opening them, pooling them per host:port, parsing
 responses, and naming every way they fail.
 
 Each failure becomes an :class:`UpstreamError` with a stable ``code`` (that
 goes into the event) and the status the client gets: 502 when the upstream is
 unreachable or breaks, 504 when it is too slow.
+
+:class:`UpstreamConn` is an asyncio protocol: the response parser's callbacks
+call the exchange attached to it (see :mod:`cogumi.sidecar.forward`) directly,
+so relaying a response costs no task switch and no intermediate queue.
 """
 
 from __future__ import annotations
@@ -11,12 +15,19 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Final, cast
 
-from cogumi.sidecar.http1 import BODY, END, HEAD, READ_SIZE, Head, MessageError, MessageReader
+import httptools
 
-IDLE_MAX_SEC = 30.0
-IDLE_PER_HOST = 64
+from cogumi.sidecar.http1 import Head
+
+if TYPE_CHECKING:
+    from cogumi.sidecar.forward import Forward
+
+IDLE_MAX_SEC: Final = 30.0
+IDLE_PER_HOST: Final = 64
+WRITE_HIGH: Final = 1024 * 1024
+"""Bytes queued for a peer before reading from the other side pauses."""
 
 
 class UpstreamError(Exception):
@@ -36,106 +47,139 @@ class UpstreamError(Exception):
             return cls("upstream_reset", "connection reset by upstream", stale=stale)
         return cls("upstream_unreachable", f"{type(exc).__name__}: {exc}", stale=stale)
 
+    @classmethod
+    def connect_timeout(cls, within: float) -> UpstreamError:
+        return cls("upstream_connect_timeout", f"no connection within {within:g}s", status=504)
 
-async def open_upstream(
-    host: str, port: int, within: float
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+
+async def connect(host: str, port: int, protocol: asyncio.Protocol) -> asyncio.Transport:
+    """Open a TCP connection driven by ``protocol``.
+
+    The caller bounds the time: the proxy's deadline sweep cancels the task."""
+    loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(within):
-            return await asyncio.open_connection(host, port, limit=READ_SIZE)
-    except TimeoutError as exc:
-        raise UpstreamError(
-            "upstream_connect_timeout", f"no connection within {within:g}s", status=504
-        ) from exc
+        transport, _ = await loop.create_connection(lambda: protocol, host, port)
     except OSError as exc:
         raise UpstreamError.from_os(exc) from exc
+    return transport
 
 
-class Upstream:
-    """One upstream connection, reused across exchanges while it stays clean."""
+class UpstreamConn(asyncio.Protocol):
+    """One upstream HTTP/1.1 connection, reused across exchanges while it stays clean."""
 
-    def __init__(
-        self, key: tuple[str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        self.key, self.reader, self.writer = key, reader, writer
+    def __init__(self, pool: UpstreamPool, key: tuple[str, int]) -> None:
+        self.pool, self.key = pool, key
+        self.transport: asyncio.Transport | None = None
+        self.job: Forward | None = None
         self.reused = False
-        self.finished = False
         self.idle_since = 0.0
-        self._messages: MessageReader | None = None
-        self._until_close = False
+        self.closed = False
+        self.parser: httptools.HttpResponseParser | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._reason = ""
 
-    @property
-    def alive(self) -> bool:
-        return not self.writer.is_closing() and not self.reader.at_eof()
+    # --- life cycle ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH)
+
+    def attach(self, job: Forward) -> None:
+        self.job = job
+        self.parser = httptools.HttpResponseParser(self)
+
+    def close(self) -> None:
+        self.job = None
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.job = None
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.abort()
 
     @property
     def usable(self) -> bool:
-        return self.alive and time.monotonic() - self.idle_since < IDLE_MAX_SEC
+        return not self.closed and time.monotonic() - self.idle_since < IDLE_MAX_SEC
 
-    def close(self) -> None:
-        self.writer.close()
-
-    async def _next(self, within: float) -> tuple[int, Head | bytes | None] | None:
-        assert self._messages is not None
-        if self._messages.buffered:
-            return await self._messages.next()  # no network wait, no timer needed
+    # --- bytes in -----------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        job = self.job
+        if job is None or self.parser is None:
+            self.pool.discard(self)  # bytes nobody asked for: not reusable
+            self.close()
+            return
+        job.upstream_active()
         try:
-            async with asyncio.timeout(within):
-                return await self._messages.next()
-        except TimeoutError as exc:
-            raise UpstreamError(
-                "upstream_timeout", f"no bytes from upstream for {within:g}s", status=504
-            ) from exc
-        except MessageError as exc:
-            raise UpstreamError("upstream_bad_response", f"not HTTP/1.x: {exc}") from exc
-        except OSError as exc:
-            raise UpstreamError.from_os(exc, stale=True) from exc
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            job.upstream_failed(UpstreamError("upstream_bad_response", "unrequested protocol switch"))  # fmt: skip
+        except httptools.HttpParserError as exc:
+            job.upstream_failed(UpstreamError("upstream_bad_response", f"not HTTP/1.x: {exc}"))
+        if self.job is job:
+            job.flush()
 
-    async def read_head(self, within: float, method: str) -> Head:
-        """The final response head (1xx interim responses are skipped)."""
-        self._messages = MessageReader(self.reader, response=True)
-        self.finished = False
-        while True:
-            item = await self._next(within)
-            if item is None:
-                raise UpstreamError("upstream_closed", "upstream closed before answering", stale=True)  # fmt: skip
-            kind, head = item
-            if kind != HEAD or not isinstance(head, Head) or 100 <= head.status < 200:
-                continue
-            if method == "HEAD" or head.status in (204, 304):
-                self.finished = True
-            self._until_close = not head.chunked and head.content_length is None
-            return head
+    def eof_received(self) -> bool:
+        job = self.job
+        if job is not None:
+            job.upstream_eof()
+        return False
 
-    async def body(
-        self, within: float, before_wait: Callable[[], Awaitable[None]]
-    ) -> AsyncIterator[bytes]:
-        """Body chunks as they arrive; ``before_wait`` runs before each network wait."""
-        assert self._messages is not None
-        while not self.finished:
-            if not self._messages.buffered:
-                await before_wait()
-            item = await self._next(within)
-            if item is None:
-                if self._until_close:
-                    return  # close-delimited body: EOF is its end; connection not reusable
-                raise UpstreamError("upstream_closed", "upstream closed mid-body")
-            kind, data = item
-            if kind == END:
-                self.finished = True
-            elif kind == BODY and isinstance(data, bytes):
-                yield data
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.discard(self)
+        job, self.job = self.job, None
+        if job is not None:
+            job.upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.job is not None:
+            self.job.upstream_full(True)
+
+    def resume_writing(self) -> None:
+        if self.job is not None:
+            self.job.upstream_full(False)
+
+    # --- httptools callbacks -------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = ""
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        assert parser is not None and self.job is not None
+        head = Head(
+            status=parser.get_status_code(),
+            reason=self._reason,
+            version=parser.get_http_version(),
+            headers=self._headers,
+            keep_alive=parser.should_keep_alive(),
+        )
+        self.job.on_response_head(head)
+
+    def on_body(self, body: bytes) -> None:
+        if self.job is not None:
+            self.job.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.job is not None:
+            self.job.on_response_end()
 
 
 class UpstreamPool:
     """Idle keep-alive connections per host:port, newest first."""
 
-    def __init__(self, *, connect_timeout: float) -> None:
-        self.connect_timeout = connect_timeout
-        self.idle: dict[tuple[str, int], list[Upstream]] = {}
+    def __init__(self) -> None:
+        self.idle: dict[tuple[str, int], list[UpstreamConn]] = {}
 
-    async def acquire(self, host: str, port: int) -> Upstream:
-        key = (host, port)
+    def take(self, key: tuple[str, int]) -> UpstreamConn | None:
         stack = self.idle.get(key)
         while stack:
             upstream = stack.pop()
@@ -143,16 +187,27 @@ class UpstreamPool:
                 upstream.reused = True
                 return upstream
             upstream.close()
-        reader, writer = await open_upstream(host, port, self.connect_timeout)
-        return Upstream(key, reader, writer)
+        return None
 
-    def release(self, upstream: Upstream) -> None:
+    def put(self, upstream: UpstreamConn) -> None:
+        upstream.job = None
         stack = self.idle.setdefault(upstream.key, [])
-        if len(stack) >= IDLE_PER_HOST or not upstream.alive:
+        if len(stack) >= IDLE_PER_HOST or upstream.closed:
             upstream.close()
             return
         upstream.idle_since = time.monotonic()
         stack.append(upstream)
+
+    def discard(self, upstream: UpstreamConn) -> None:
+        stack = self.idle.get(upstream.key)
+        if stack and upstream in stack:
+            stack.remove(upstream)
+
+    def sweep(self) -> None:
+        """Close connections idle for longer than ``IDLE_MAX_SEC``."""
+        for stack in self.idle.values():
+            while stack and not stack[0].usable:
+                stack.pop(0).close()
 
     def close_all(self) -> None:
         for stack in self.idle.values():

@@ -1,0 +1,192 @@
+"""CONNECT: a byte-for-byte tunnel between the client and host:port.
+
+The two transports are spliced by their protocols: what one side's
+``data_received`` gets is written to the other at once, and a side whose
+write buffer fills pauses reading from the other (flow control without a
+copy loop or a task per direction). Half-closes are passed on, so a client
+that shuts down its sending side still gets the rest of the answer. The
+tunnel is one exchange, recorded when both sides are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Final, cast
+
+from cogumi.sidecar.core import Exchange, Policy
+from cogumi.sidecar.forward import Job, simple_response
+from cogumi.sidecar.upstream import WRITE_HIGH, UpstreamError, connect
+from cogumi.tasks import spawn
+
+if TYPE_CHECKING:
+    from cogumi.sidecar.proxy import ClientConn
+
+ESTABLISHED: Final = b"HTTP/1.1 200 Connection Established\r\n\r\n"
+WAIT_MAX: Final = 256 * 1024
+
+
+class TunnelUpstream(asyncio.Protocol):
+    def __init__(self, tunnel: Tunnel) -> None:
+        self.tunnel = tunnel
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH)
+
+    def data_received(self, data: bytes) -> None:
+        self.tunnel.from_upstream(data)
+
+    def eof_received(self) -> bool:
+        return self.tunnel.upstream_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tunnel.upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.tunnel.conn.pause_reading(self.tunnel.conn.UPSTREAM_FULL)
+
+    def resume_writing(self) -> None:
+        self.tunnel.conn.resume_reading(self.tunnel.conn.UPSTREAM_FULL)
+
+
+class Tunnel(Job):
+    ex: Exchange
+    policy: Policy
+
+    def __init__(self, conn: ClientConn, ex: Exchange, policy: Policy) -> None:
+        super().__init__(conn, ex, policy)
+        self.up: TunnelUpstream | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.connect_expired = False
+        self.waiting: list[bytes] = []
+        self.waiting_size = 0
+        self.client_eof = False
+        self.upstream_eof_seen = False
+
+    def start(self) -> None:
+        ex = self.ex
+        if self.policy.is_sink(ex.host):
+            ex.status_code, ex.error = 403, "sink_domain"
+            ex.error_detail = "sink domain: tunnels to it are refused so nothing leaves the network"
+            body = f"403 Forbidden: {ex.host} is a sink domain; the sidecar records it and refuses tunnels to it\n"  # fmt: skip
+            self.conn.write(simple_response(403, "Forbidden", body.encode(), close=True))
+            self.finish(keep=False)
+            return
+        self.conn.set_deadline(self.conn.server.options.connect_timeout)
+        self.connecting = spawn(self._open())
+
+    async def _open(self) -> None:
+        up = TunnelUpstream(self)
+        try:
+            transport = await connect(self.ex.host, self.ex.port, up)
+        except UpstreamError as exc:
+            self.connecting = None
+            self._fail(exc)
+            return
+        except asyncio.CancelledError:
+            self.connecting = None
+            if self.connect_expired:
+                self._fail(UpstreamError.connect_timeout(self.conn.server.options.connect_timeout))
+            return
+        self.connecting = None
+        if self.done:
+            transport.close()
+            return
+        self.up = up
+        self.ex.status_code = 200
+        self.conn.set_deadline(None)
+        self.conn.write(ESTABLISHED)
+        if self.waiting:
+            transport.write(b"".join(self.waiting))
+            self.waiting.clear()
+            self.conn.resume_reading(self.conn.WAITING)
+        if self.client_eof and transport.can_write_eof():
+            transport.write_eof()
+
+    def _fail(self, exc: UpstreamError) -> None:
+        if self.done:
+            return
+        ex = self.ex
+        ex.error, ex.error_detail, ex.status_code = exc.code, exc.detail, exc.status
+        reason = "Gateway Timeout" if exc.status == 504 else "Bad Gateway"
+        body = f"{exc.status} {reason}: {exc.detail} ({ex.host}:{ex.port})\n".encode()
+        self.conn.write(simple_response(exc.status, reason, body, close=True))
+        self.finish(keep=False)
+
+    # --- bytes each way -------------------------------------------------------------------
+    def from_client(self, data: bytes) -> None:
+        self.ex.bytes_out += len(data)
+        up = self.up
+        if up is not None and up.transport is not None:
+            up.transport.write(data)
+            return
+        self.waiting.append(data)
+        self.waiting_size += len(data)
+        if self.waiting_size > WAIT_MAX:
+            self.conn.pause_reading(self.conn.WAITING)
+
+    def from_upstream(self, data: bytes) -> None:
+        self.ex.bytes_in += len(data)
+        self.conn.write(data)
+
+    def client_full(self, full: bool) -> None:
+        up = self.up
+        if up is None or up.transport is None or up.transport.is_closing():
+            return
+        if full:
+            up.transport.pause_reading()
+        else:
+            up.transport.resume_reading()
+
+    # --- ends ---------------------------------------------------------------------------------
+    def on_client_eof(self) -> bool:
+        """The client will send nothing more; pass the half-close on. Keep its side open?"""
+        self.client_eof = True
+        up = self.up
+        if up is not None and up.transport is not None and up.transport.can_write_eof():
+            up.transport.write_eof()
+        if self.upstream_eof_seen:
+            self._close_both()
+            return False
+        return self.up is not None or self.connecting is not None
+
+    def upstream_eof(self) -> bool:
+        self.upstream_eof_seen = True
+        if self.client_eof:
+            self._close_both()
+            return False
+        self.conn.write_eof()
+        return True
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        if exc is not None and self.ex.error is None:
+            self.ex.error, self.ex.error_detail = "upstream_reset", str(exc)
+        self.up = None
+        self.finish(keep=False)
+
+    def client_lost(self, exc: Exception | None) -> None:
+        if exc is not None and self.ex.error is None:
+            self.ex.error, self.ex.error_detail = "client_reset", str(exc)
+        self.release(reuse=False)
+        self.finish(keep=False)
+
+    def _close_both(self) -> None:
+        up, self.up = self.up, None
+        if up is not None and up.transport is not None:
+            up.transport.close()
+        self.finish(keep=False)
+
+    def on_deadline(self) -> None:
+        if self.connecting is not None:
+            self.connect_expired = True
+            self.connecting.cancel()
+            self.conn.set_deadline(None)
+
+    def release(self, *, reuse: bool) -> None:
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        up, self.up = self.up, None
+        if up is not None and up.transport is not None:
+            up.transport.abort()  # a tunnel is never reused; what is unsent is moot
