@@ -57,7 +57,8 @@ SIDECAR_READY_SEC = 10.0
 def bind_loopback(address: str = "127.0.0.1:0") -> socket.socket:
     """A listening socket (port 0 = any free port), bound before the URL is printed."""
     host, _, port = address.rpartition(":")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (see demo_agent).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host or "127.0.0.1", int(port)))
     sock.listen(128)
