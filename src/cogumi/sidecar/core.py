@@ -137,8 +137,10 @@ def parse_absolute_uri(uri: str) -> tuple[str, int, str]:
     return host, port, path
 
 
+@lru_cache(maxsize=4096)
 def parse_authority(authority: str, *, default_port: int | None = None) -> tuple[str, int]:
-    """``host:port`` (IPv6 in brackets) -> (host, port); bad input is a 400."""
+    """``host:port`` (IPv6 in brackets) -> (host, port); bad input is a 400. Cached:
+    a proxy sees the same few authorities over and over."""
     authority = authority.strip()
     if authority.startswith("["):
         host, _, rest = authority[1:].partition("]")

@@ -50,11 +50,12 @@ class Job:
     """One exchange on a client connection; the defaults fit a job that only
     reads the request and answers it."""
 
-    request_done = False
+    __slots__ = ("conn", "done", "ex", "policy", "request_done")
 
     def __init__(self, conn: ClientConn, ex: Exchange | None, policy: Policy | None) -> None:
         self.conn, self.ex, self.policy = conn, ex, policy
         self.done = False
+        self.request_done = False
 
     def on_body(self, data: bytes) -> None:
         if self.ex is not None:
@@ -99,6 +100,8 @@ class Job:
 class Local(Job):
     """Origin-form requests address the sidecar itself: only /healthz exists."""
 
+    __slots__ = ("head",)
+
     def __init__(self, conn: ClientConn, head: Head) -> None:
         super().__init__(conn, None, None)
         self.head = head
@@ -120,6 +123,7 @@ class Local(Job):
 class SinkAnswer(Job):
     """A request to a sink domain: read it whole (into the capped preview), answer ``200 {}``."""
 
+    __slots__ = ("keep",)
     ex: Exchange
 
     def __init__(self, conn: ClientConn, head: Head, ex: Exchange, policy: Policy) -> None:
@@ -142,6 +146,25 @@ class Forward(Job):
     """A plain-HTTP exchange: the request streamed upstream as it arrives, the
     response streamed back, both framed afresh for their side of the hop."""
 
+    __slots__ = (
+        "attempt",
+        "connect_expired",
+        "connecting",
+        "failed",
+        "head",
+        "interim",
+        "keep",
+        "key",
+        "out",
+        "out_size",
+        "rechunk",
+        "replay",
+        "response",
+        "until_close",
+        "up_out",
+        "up_out_size",
+        "upstream",
+    )
     ex: Exchange
     policy: Policy
 
@@ -178,7 +201,7 @@ class Forward(Job):
 
     def _connect(self) -> None:
         server = self.conn.server
-        self.conn.set_deadline(server.options.connect_timeout)
+        self.conn.set_deadline(server.connect_span)
         self.connecting = spawn(self._open(UpstreamConn(server.pool, self.key)))
 
     async def _open(self, upstream: UpstreamConn) -> None:
@@ -205,9 +228,9 @@ class Forward(Job):
         self.conn.resume_reading(self.conn.WAITING)
         self.flush_up()
         if self.request_done:
-            self.conn.set_deadline(self.conn.server.options.upstream_timeout)
+            self.conn.set_deadline(self.conn.server.upstream_span)
         else:
-            self.conn.set_deadline(self.conn.server.options.client_idle_timeout)
+            self.conn.set_deadline(self.conn.server.idle_span)
 
     def release(self, *, reuse: bool) -> None:
         if self.connecting is not None:
@@ -248,7 +271,7 @@ class Forward(Job):
         self.replay = None
         self._send(chunk(data) if self.head.chunked else data)
         if self.upstream is not None:
-            self.conn.set_deadline(self.conn.server.options.client_idle_timeout)
+            self.conn.set_deadline(self.conn.server.idle_span)
 
     def on_end(self) -> None:
         self.request_done = True
@@ -260,12 +283,9 @@ class Forward(Job):
             if self.replay is not None:
                 self.replay.append(LAST_CHUNK)
         if self.upstream is not None:
-            self.conn.set_deadline(self.conn.server.options.upstream_timeout)
+            self.conn.set_deadline(self.conn.server.upstream_span)
 
     # --- response (upstream -> client) ---------------------------------------------------
-    def upstream_active(self) -> None:
-        self.conn.set_deadline(self.conn.server.options.upstream_timeout)
-
     def upstream_full(self, full: bool) -> None:
         if full:
             self.conn.pause_reading(self.conn.UPSTREAM_FULL)
@@ -281,7 +301,7 @@ class Forward(Job):
             self.conn.set_deadline(None)
         else:
             upstream.transport.resume_reading()
-            self.conn.set_deadline(self.conn.server.options.upstream_timeout)
+            self.conn.set_deadline(self.conn.server.upstream_span)
 
     def on_response_head(self, response: Head) -> None:
         if 100 <= response.status < 200:
@@ -291,7 +311,7 @@ class Forward(Job):
         ex = self.ex
         ex.status_code, ex.response_headers = response.status, response.headers
         no_body = ex.method == "HEAD" or response.status in NO_BODY_STATUS
-        headers = end_to_end(response.headers)
+        headers = end_to_end(response.headers) if response.hop else list(response.headers)
         keep = self.head.keep_alive
         if not no_body and (response.chunked or response.content_length is None):
             if self.head.version == "1.1":
@@ -408,7 +428,7 @@ class Forward(Job):
             return
         # What the agent tried to send is evidence even if it never arrived: read the rest.
         self.conn.resume_reading(self.conn.WAITING | self.conn.UPSTREAM_FULL)
-        self.conn.set_deadline(self.conn.server.options.upstream_timeout)
+        self.conn.set_deadline(self.conn.server.upstream_span)
 
     def _answer_failure(self) -> None:
         exc = self.failed

@@ -28,6 +28,14 @@ class MessageError(Exception):
     """The peer sent bytes that are not HTTP/1.x (or a head that is too large)."""
 
 
+HOP_BY_HOP_B: Final = frozenset(
+    {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
+     b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)  # fmt: skip
+NOTED: Final = HOP_BY_HOP_B | {b"content-length", b"host", b"expect"}
+"""Header names (lowered) whose value :meth:`Head.note` records while parsing."""
+
+
 @dataclass(slots=True)
 class Head:
     method: str = ""
@@ -38,19 +46,32 @@ class Head:
     headers: list[tuple[str, str]] = field(default_factory=list)
     keep_alive: bool = True
     upgrade: bool = False
+    # Noted while parsing, so the hot path never scans the headers again.
+    chunked: bool = False
+    content_length: int | None = None
+    has_host: bool = False
+    expect_continue: bool = False
+    hop: bool = False  # some hop-by-hop header is present
 
     def get(self, name: str) -> str | None:
         lowered = name.lower()
         return next((v for n, v in self.headers if n.lower() == lowered), None)
 
-    @property
-    def chunked(self) -> bool:
-        return "chunked" in (self.get("transfer-encoding") or "").lower()
-
-    @property
-    def content_length(self) -> int | None:
-        value = self.get("content-length")
-        return int(value) if value and value.strip().isdigit() else None
+    def note(self, low: bytes, value: bytes) -> None:
+        """Record what a header in ``NOTED`` (``low``: its lowered name) says."""
+        if low == b"content-length":
+            text = value.strip()
+            if self.content_length is None and text.isdigit():
+                self.content_length = int(text)
+            return
+        if low == b"host":
+            self.has_host = True
+        elif low == b"expect":
+            self.expect_continue = value.strip().lower() == b"100-continue"
+        else:
+            self.hop = True
+            if low == b"transfer-encoding" and b"chunked" in value.lower():
+                self.chunked = True
 
 
 Item = tuple[int, Head | bytes | None]
@@ -89,6 +110,9 @@ class MessageReader:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        low = name.lower()
+        if low in NOTED:
+            self._head.note(low, value)
 
     def on_headers_complete(self) -> None:
         head, parser = self._head, self.parser

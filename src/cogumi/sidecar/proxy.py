@@ -39,7 +39,7 @@ from cogumi.sidecar.core import (
     render_head,
 )
 from cogumi.sidecar.forward import CONTINUE, Forward, Job, Local, SinkAnswer, simple_response
-from cogumi.sidecar.http1 import MAX_HEAD_BYTES, Head, MessageError
+from cogumi.sidecar.http1 import MAX_HEAD_BYTES, NOTED, Head, MessageError
 from cogumi.sidecar.options import SidecarOptions
 from cogumi.sidecar.tunnel import Tunnel
 from cogumi.sidecar.upstream import WRITE_HIGH, UpstreamPool
@@ -81,8 +81,15 @@ class ProxyServer:
         self.closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.TimerHandle | None = None
-        self._tick = max(0.005, min(0.25, options.connect_timeout / 4,
-                                    options.upstream_timeout / 4, options.client_idle_timeout / 4))  # fmt: skip
+        tick = max(0.005, min(0.25, options.connect_timeout / 4,
+                              options.upstream_timeout / 4, options.client_idle_timeout / 4))  # fmt: skip
+        self._tick = tick
+        # Deadlines are set from a clock the sweep refreshes (``now``), so setting one
+        # costs an addition; each span adds one tick so no timeout fires early.
+        self.now = 0.0
+        self.connect_span = options.connect_timeout + tick
+        self.upstream_span = options.upstream_timeout + tick
+        self.idle_span = options.client_idle_timeout + tick
         self._next_sweep = 0.0
         self._all_idle: asyncio.Future[None] | None = None
 
@@ -93,6 +100,7 @@ class ProxyServer:
 
     async def start(self) -> tuple[str, int]:
         self._loop = asyncio.get_running_loop()
+        self.now = self._loop.time()
         host, port = self.options.listen_address
         self.server = await self._loop.create_server(
             lambda: ClientConn(self), host, port, reuse_address=True, backlog=1024
@@ -113,7 +121,7 @@ class ProxyServer:
             log.exception("recording an exchange failed")
 
     def _on_tick(self) -> None:
-        now = self.loop.time()
+        self.now = now = self.loop.time()
         for conn in [c for c in self.conns if c.deadline <= now]:
             conn.on_deadline()
         if now >= self._next_sweep:
@@ -157,6 +165,24 @@ class ClientConn(asyncio.Protocol):
     UPSTREAM_FULL: Final = 2  # the upstream reads slower than the client sends
     WAITING: Final = 4  # the upstream connection is not open yet
 
+    __slots__ = (
+        "_draining",
+        "_head",
+        "_head_bytes",
+        "_url",
+        "client_eof",
+        "closed",
+        "deadline",
+        "job",
+        "parser",
+        "paused",
+        "pending",
+        "server",
+        "transport",
+        "tunnel",
+        "upgraded",
+    )
+
     def __init__(self, server: ProxyServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
@@ -171,7 +197,7 @@ class ClientConn(asyncio.Protocol):
         self.upgraded = False
         self._draining = False
         self._url = b""
-        self._headers: list[tuple[str, str]] = []
+        self._head = Head()
         self._head_bytes = 0
 
     # --- transport events ----------------------------------------------------------------
@@ -183,7 +209,7 @@ class ClientConn(asyncio.Protocol):
         if self.server.closing:
             self.close()
             return
-        self.set_deadline(self.server.options.client_idle_timeout)
+        self.set_deadline(self.server.idle_span)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None and self.upgraded and not self.pending:
@@ -252,8 +278,9 @@ class ClientConn(asyncio.Protocol):
         if not self.closed and self.transport is not None and self.transport.can_write_eof():
             self.transport.write_eof()
 
-    def set_deadline(self, seconds: float | None) -> None:
-        self.deadline = math.inf if seconds is None else self.server.loop.time() + seconds
+    def set_deadline(self, span: float | None) -> None:
+        """Expire ``span`` s from now (one of the server's ``*_span``), or never."""
+        self.deadline = math.inf if span is None else self.server.now + span
 
     def pause_reading(self, reason: int) -> None:
         if not self.paused and not self.closed and self.transport is not None:
@@ -284,7 +311,7 @@ class ClientConn(asyncio.Protocol):
             self.close()
             self.server.conn_idle()
             return
-        self.set_deadline(self.server.options.client_idle_timeout)
+        self.set_deadline(self.server.idle_span)
         self._drain()
         if self.job is None and self.client_eof:
             self.close()
@@ -404,16 +431,18 @@ class ClientConn(asyncio.Protocol):
                       request_body=Preview(SINK_PREVIEW_LIMIT if sink else preview),
                       response_body=Preview(preview))  # fmt: skip
         server.exchange_opened(ex)
-        if (head.get("expect") or "").lower() == "100-continue":
+        if head.expect_continue:
             self.write(CONTINUE)
         if sink:
             self.job = SinkAnswer(self, head, ex, policy)
             return
-        headers = [(n, v) for n, v in end_to_end(head.headers) if n.lower() != "expect"]
-        if not any(n.lower() == "host" for n, _ in headers):
-            headers.insert(0, ("Host", host if port == 80 else f"{host}:{port}"))
+        headers = head.headers
+        if head.hop:
+            headers = [(n, v) for n, v in end_to_end(headers) if n.lower() != "expect"]
+        if not head.has_host:
+            headers = [("Host", host if port == 80 else f"{host}:{port}"), *headers]
         if head.chunked:
-            headers.append(("Transfer-Encoding", "chunked"))
+            headers = [*headers, ("Transfer-Encoding", "chunked")]
         forward = Forward(self, head, ex, policy, render_head(f"{head.method} {path} HTTP/1.1", headers))  # fmt: skip
         self.job = forward
         forward.start()
@@ -421,7 +450,7 @@ class ClientConn(asyncio.Protocol):
     # --- httptools callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = []
+        self._head = Head()
         self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
@@ -431,25 +460,37 @@ class ClientConn(asyncio.Protocol):
             raise MessageError("message head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        head = self._head
+        head.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        low = name.lower()
+        if low in NOTED:
+            head.note(low, value)
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > MAX_HEAD_BYTES:
             raise MessageError("message head too large")
 
     def on_headers_complete(self) -> None:
-        parser = self.parser
-        head = Head(
-            method=parser.get_method().decode("ascii", "replace"),
-            url=self._url.decode("latin-1"),
-            version=parser.get_http_version(),
-            headers=self._headers,
-            keep_alive=parser.should_keep_alive(),
-            upgrade=parser.should_upgrade(),
-        )
-        self._item(HEAD, head)
+        parser, head = self.parser, self._head
+        head.method = parser.get_method().decode("ascii", "replace")
+        head.url = self._url.decode("latin-1")
+        head.version = parser.get_http_version()
+        head.keep_alive = parser.should_keep_alive()
+        head.upgrade = parser.should_upgrade()
+        if self.job is None and not self.pending and not self.closed:
+            self._start(head)  # the common case, without the queue's indirection
+        else:
+            self._item(HEAD, head)
 
     def on_body(self, body: bytes) -> None:
-        self._item(BODY, body)
+        job = self.job
+        if job is not None and not job.request_done and not self.pending:
+            job.on_body(body)
+        else:
+            self._item(BODY, body)
 
     def on_message_complete(self) -> None:
-        self._item(END, None)
+        job = self.job
+        if job is not None and not job.request_done and not self.pending:
+            job.on_end()
+        else:
+            self._item(END, None)

@@ -26,6 +26,8 @@ WAIT_MAX: Final = 256 * 1024
 
 
 class TunnelUpstream(asyncio.Protocol):
+    __slots__ = ("transport", "tunnel")
+
     def __init__(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel
         self.transport: asyncio.Transport | None = None
@@ -51,6 +53,15 @@ class TunnelUpstream(asyncio.Protocol):
 
 
 class Tunnel(Job):
+    __slots__ = (
+        "client_eof",
+        "connect_expired",
+        "connecting",
+        "up",
+        "upstream_eof_seen",
+        "waiting",
+        "waiting_size",
+    )
     ex: Exchange
     policy: Policy
 
@@ -73,7 +84,7 @@ class Tunnel(Job):
             self.conn.write(simple_response(403, "Forbidden", body.encode(), close=True))
             self.finish(keep=False)
             return
-        self.conn.set_deadline(self.conn.server.options.connect_timeout)
+        self.conn.set_deadline(self.conn.server.connect_span)
         self.connecting = spawn(self._open())
 
     async def _open(self) -> None:

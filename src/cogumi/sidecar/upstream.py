@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
-from cogumi.sidecar.http1 import Head
+from cogumi.sidecar.http1 import NOTED, Head
 
 if TYPE_CHECKING:
     from cogumi.sidecar.forward import Forward
@@ -67,6 +67,18 @@ async def connect(host: str, port: int, protocol: asyncio.Protocol) -> asyncio.T
 class UpstreamConn(asyncio.Protocol):
     """One upstream HTTP/1.1 connection, reused across exchanges while it stays clean."""
 
+    __slots__ = (
+        "_head",
+        "closed",
+        "idle_since",
+        "job",
+        "key",
+        "parser",
+        "pool",
+        "reused",
+        "transport",
+    )
+
     def __init__(self, pool: UpstreamPool, key: tuple[str, int]) -> None:
         self.pool, self.key = pool, key
         self.transport: asyncio.Transport | None = None
@@ -75,8 +87,7 @@ class UpstreamConn(asyncio.Protocol):
         self.idle_since = 0.0
         self.closed = False
         self.parser: httptools.HttpResponseParser | None = None
-        self._headers: list[tuple[str, str]] = []
-        self._reason = ""
+        self._head = Head()
 
     # --- life cycle ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -110,7 +121,8 @@ class UpstreamConn(asyncio.Protocol):
             self.pool.discard(self)  # bytes nobody asked for: not reusable
             self.close()
             return
-        job.upstream_active()
+        conn = job.conn
+        conn.deadline = conn.server.now + conn.server.upstream_span
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -143,25 +155,24 @@ class UpstreamConn(asyncio.Protocol):
 
     # --- httptools callbacks -------------------------------------------------------
     def on_message_begin(self) -> None:
-        self._headers = []
-        self._reason = ""
+        self._head = Head()
 
     def on_status(self, status: bytes) -> None:
-        self._reason += status.decode("latin-1")
+        self._head.reason += status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        head = self._head
+        head.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        low = name.lower()
+        if low in NOTED:
+            head.note(low, value)
 
     def on_headers_complete(self) -> None:
-        parser = self.parser
+        parser, head = self.parser, self._head
         assert parser is not None and self.job is not None
-        head = Head(
-            status=parser.get_status_code(),
-            reason=self._reason,
-            version=parser.get_http_version(),
-            headers=self._headers,
-            keep_alive=parser.should_keep_alive(),
-        )
+        head.status = parser.get_status_code()
+        head.version = parser.get_http_version()
+        head.keep_alive = parser.should_keep_alive()
         self.job.on_response_head(head)
 
     def on_body(self, body: bytes) -> None:
