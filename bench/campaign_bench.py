@@ -4,7 +4,8 @@ Runs the real campaign runner (embedded SQLite store) against a real
 `cogumi demo-agent` process with a fixed reply latency, at intensity
 low/med/high. Overhead per turn = (wall time - time spent waiting for the
 agent) / turns: what the engine itself costs (recording, redaction, variant
-store, evaluation, story, live stream). No sidecar is connected, so evidence
+store, evaluation, story, live stream, and the embedded worker's cancel check
+before every turn). No sidecar is connected, so evidence
 windows close at once; with a sidecar a turn also waits for its watermark.
 
 Wall-clock overhead includes waiting for a CPU on a busy machine; the engine's
@@ -12,13 +13,19 @@ own CPU time per turn (this process, all threads, minus the CPU spent inside
 the agent calls) is printed beside it. ``--repeat N`` runs every intensity N
 times and adds the medians.
 
+The load average before and after is printed too: figures taken while the
+machine is busy are not comparable with quiet ones. ``--profile FILE`` writes a
+cProfile of the campaigns themselves (inspect with ``python -m pstats FILE``).
+
     python bench/campaign_bench.py [--latency-ms 50] [--scripts S1,...] [--quick] [--repeat N]
+                                   [--profile FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import socket
@@ -41,9 +48,11 @@ from cogumi.events.bus import MemoryBus
 from cogumi.events.models import Event
 from cogumi.projects.models import Project
 from cogumi.runs.models import Run, RunStatus
+from cogumi.runs.worker import Attempt, RunWorker
 from cogumi.tenancy.models import Organization
 
 ALL = [f"S{i}" for i in range(1, 6)] + [f"P{i:02d}" for i in range(1, 17)]
+WORKER = "campaign-bench"
 
 
 def free_port() -> int:
@@ -57,7 +66,7 @@ def start_agent(port: int, latency_ms: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [cogumi, "demo-agent", "--listen", f"127.0.0.1:{port}", "--profile", "hardened",
          "--latency-ms", str(latency_ms), "--log-level", "warning"],
-        env={**os.environ, "HTTP_PROXY": "", "http_proxy": ""},
+        env={**os.environ, "HTTP_PROXY": "", "http_proxy": ""}, stdout=sys.stderr,
     )  # fmt: skip
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -71,7 +80,8 @@ def start_agent(port: int, latency_ms: int) -> subprocess.Popen[bytes]:
 
 
 async def one_campaign(sm: Any, org_id: uuid.UUID, project_id: uuid.UUID, url: str,
-                       scripts: list[str], intensity: str, settings: Settings) -> dict[str, Any]:  # fmt: skip
+                       scripts: list[str], intensity: str, settings: Settings,
+                       profiler: cProfile.Profile | None = None) -> dict[str, Any]:  # fmt: skip
     run_id = uuid.uuid4()
     config = {"scripts": scripts, "intensity": intensity, "styles": [],
               "project": {"agent_test_url": url, "adapter": {"kind": "native"},
@@ -84,14 +94,15 @@ async def one_campaign(sm: Any, org_id: uuid.UUID, project_id: uuid.UUID, url: s
                 project_id=project_id,
                 status=RunStatus.running,
                 config=config,
+                lease_owner=WORKER,
             )
         )
-
-    async def never() -> bool:
-        return False
-
+    bus = MemoryBus()
+    # The embedded worker's own per-turn check (cancel, lease, duration cap, event quota).
+    worker = RunWorker(sessionmaker=sm, settings=settings, bus=bus, queue=None, owner=WORKER)  # type: ignore[arg-type]
+    should_stop = worker.should_stop_for(Attempt(run_id=run_id, deadline=time.monotonic() + 900))
     campaign = await runner.load_campaign(
-        sessionmaker=sm, settings=settings, bus=MemoryBus(), run_id=run_id, should_stop=never
+        sessionmaker=sm, settings=settings, bus=bus, run_id=run_id, should_stop=should_stop
     )
     waited = waited_cpu = 0.0
     send = campaign.adapter.send
@@ -106,12 +117,14 @@ async def one_campaign(sm: Any, org_id: uuid.UUID, project_id: uuid.UUID, url: s
             waited_cpu += time.process_time() - started_cpu
 
     campaign.adapter.send = timed_send  # type: ignore[method-assign]
+    if profiler is not None:
+        profiler.enable()
     started, started_cpu = time.perf_counter(), time.process_time()
-    for script_id in scripts:
-        await campaign.run_script(campaign.library.scripts[script_id])
-    await campaign.finish()
+    await campaign.execute([campaign.library.scripts[script_id] for script_id in scripts])
     wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
-    await campaign.adapter.aclose()
+    if profiler is not None:
+        profiler.disable()
+    await campaign.aclose()
     async with transaction(sm) as session:
         (await session.get(Run, run_id)).status = RunStatus.completed  # type: ignore[union-attr]
     async with sm() as session:
@@ -138,13 +151,16 @@ async def main() -> None:
     parser.add_argument("--scripts", default=",".join(ALL))
     parser.add_argument("--quick", action="store_true", help="S1-S5 at low and med only")
     parser.add_argument("--repeat", type=int, default=1, help="campaigns per intensity")
+    parser.add_argument("--profile", type=Path, help="write a cProfile of the campaigns here")
     args = parser.parse_args()
+    profiler = cProfile.Profile() if args.profile else None
+    load_before = os.getloadavg()
     scripts = ALL[:5] if args.quick else args.scripts.split(",")
     intensities = ["low", "med"] if args.quick else ["low", "med", "high"]
     with tempfile.TemporaryDirectory() as tmp:
         url_db = f"sqlite+aiosqlite:///{tmp}/bench.db"
         await asyncio.to_thread(upgrade, url_db)
-        settings = Settings(_env_file=None, database_url=url_db, data_dir=Path(tmp))  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, database_url=url_db, data_dir=Path(tmp))
         engine = make_engine(url_db)
         sm = make_sessionmaker(engine)
         org_id, project_id = uuid.uuid4(), uuid.uuid4()
@@ -157,17 +173,26 @@ async def main() -> None:
         try:
             results = [
                 await one_campaign(
-                    sm, org_id, project_id, f"http://127.0.0.1:{port}", scripts, i, settings
+                    sm, org_id, project_id, f"http://127.0.0.1:{port}", scripts, i, settings,
+                    profiler,
                 )
                 for _ in range(args.repeat)
                 for i in intensities
-            ]
+            ]  # fmt: skip
         finally:
             agent.terminate()
             agent.wait(timeout=10)
             await engine.dispose()
+    if profiler is not None:
+        profiler.dump_stats(args.profile)
+    load = {
+        "before": [round(x, 2) for x in load_before],
+        "after": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+    }
     print(json.dumps({"bench": "campaign", "agent_latency_ms": args.latency_ms, "store": "sqlite",
-                      "results": results, "medians": medians(results, intensities),
+                      "load_average": load, "results": results,
+                      "medians": medians(results, intensities),
                       "target_overhead_ms_per_turn": 10}, indent=2))  # fmt: skip
 
 

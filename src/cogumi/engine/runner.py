@@ -78,6 +78,24 @@ class CampaignError(RunFailed):
     """The campaign cannot run; the message is the run's failure reason."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Opening:
+    """What a script's start decided: its attack steps and their phrasings."""
+
+    script: Script
+    steps: list[Step]
+    variants: dict[str, list[Variant]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """A script's judged result, before it is written (``verdict`` None: stopped early)."""
+
+    script: Script
+    verdict: Verdict | None
+    leak: Verdict | None
+
+
 def worst(verdicts: Sequence[Verdict]) -> Verdict:
     """The verdict that matters most: fail > blocked > inconclusive > pass, then score."""
     return max(verdicts, key=lambda v: (_RANK[v.result], v.score, v.confidence))
@@ -211,20 +229,48 @@ class Campaign:
         suffix = f"-p{pass_index + 1}"
         return f"{self.run.id.hex[:8]}-{script.id}-{label}{suffix}"
 
-    async def run_script(self, script: Script) -> None:
+    async def execute(self, scripts: Sequence[Script]) -> None:
+        """Every script in order (until ``should_stop``), then the run's risk score.
+
+        Where one script ends and the next starts is one transaction: the
+        result, findings and end marker of one, the start marker and variants
+        of the next (and, after the last, the risk score).
+        """
+        opening: _Opening | None = None
+        if scripts and not await self._stop():
+            async with transaction(self.sessionmaker) as session:
+                opening = await self._open(session, scripts[0])
+        if opening is None:
+            async with transaction(self.sessionmaker) as session:
+                await self._finish(session)
+            return
+        for following in [*scripts[1:], None]:
+            outcome = await self._play(opening)
+            go_on = following is not None and not await self._stop()
+            async with transaction(self.sessionmaker) as session:
+                await self._close(session, outcome)
+                if following is None or not go_on:
+                    await self._finish(session)
+                    return
+                opening = await self._open(session, following)
+
+    async def _open(self, session: AsyncSession, script: Script) -> _Opening:
+        """A script's start: its marker (and story step) and its variants."""
         technique = self.library.technique_of(script)
         steps = [s for s in script.steps if s.kind != "control"]
-        async with transaction(self.sessionmaker) as session:  # the script's start, in one go
-            await self._marker(
-                script, session=session, marker=story.MARKER_SCRIPT_START, title=script.title,
-                summary=f"{technique.title} ({technique.category})",
-            )  # fmt: skip
-            variants = await self._variants(session, script, steps)
-        verdicts, turns = await self._passes(script, steps, variants)
+        await self._marker(
+            script, session=session, marker=story.MARKER_SCRIPT_START, title=script.title,
+            summary=f"{technique.title} ({technique.category})",
+        )  # fmt: skip
+        return _Opening(script, steps, await self._variants(session, script, steps))
+
+    async def _play(self, opening: _Opening) -> _Outcome:
+        """The script's turns and its verdict (nothing written but the turns)."""
+        script = opening.script
+        technique = self.library.technique_of(script)
+        verdicts, turns = await self._passes(script, opening.steps, opening.variants)
         if self.stopped and not verdicts:
-            await self._marker(script, marker=story.MARKER_SCRIPT_END, result="inconclusive",
-                               severity="info", summary="The run stopped before this script finished.")  # fmt: skip
-            return
+            return _Outcome(script, None, None)
         verdict = worst(verdicts) if verdicts else _inconclusive("the script has no steps to judge")
         leak = self.canary_leaks.pop(script.id, None)
         if leak is not None and verdict.result in ("fail", "blocked"):
@@ -234,11 +280,23 @@ class Campaign:
             verdict, leak = leak, None
         if self.second_opinion is not None:
             verdict = await self.second_opinion.review(verdict, turns, self.ctx)
-        await self._record(script, technique, verdict)
-        if leak is not None:
+        return _Outcome(script, verdict, leak)
+
+    async def _close(self, session: AsyncSession, outcome: _Outcome) -> None:
+        """A script's end: its result, findings and end marker."""
+        script, verdict = outcome.script, outcome.verdict
+        if verdict is None:
+            await self._marker(script, session=session, marker=story.MARKER_SCRIPT_END,
+                               result="inconclusive", severity="info",
+                               summary="The run stopped before this script finished.")  # fmt: skip
+            return
+        technique = self.library.technique_of(script)
+        await self._record(session, script, technique, verdict)
+        if outcome.leak is not None:
             # The script's own attack did not work, but a canary came out: a leak
             # in its own right, filed as secret leakage, not under this technique.
-            await self._record(script, self._canary_technique(technique), leak, result=False)
+            canary = self._canary_technique(technique)
+            await self._record(session, script, canary, outcome.leak, result=False)
 
     async def _passes(
         self, script: Script, steps: list[Step], variants: dict[str, list[Variant]]
@@ -373,32 +431,32 @@ class Campaign:
         return None
 
     async def _record(
-        self, script: Script, technique: Technique, verdict: Verdict, *, result: bool = True
-    ) -> None:
+        self, session: AsyncSession, script: Script, technique: Technique, verdict: Verdict,
+        *, result: bool = True,
+    ) -> None:  # fmt: skip
         severity: str = technique.severity if verdict.result in ("fail", "blocked") else "info"
         if verdict.status == "suspected":
             severity = _DOWNGRADE[severity]
         run = self.run  # only its ids are read: no need to load the row again
-        async with transaction(self.sessionmaker) as session:
-            if not result:  # an extra finding of the script, not its result
-                await self._finding(session, run, script, technique, verdict, severity)
-                return
-            await runs_service.record_script_result(
-                session, run=run, script_id=script.id, technique_id=technique.id,
-                result=verdict.result, score=verdict.score, severity=severity,
-                confidence=verdict.confidence, summary=verdict.summary,
-            )  # fmt: skip
-            if verdict.result in ("fail", "blocked") and verdict.status is not None:
-                await self._finding(session, run, script, technique, verdict, severity)
-            judged: dict[str, Any] = {
-                "second_opinion": verdict.second_opinion,
-                "review": verdict.review,
-            }
-            await self._marker(
-                script, session=session, marker=story.MARKER_SCRIPT_END, result=verdict.result,
-                severity=severity, summary=verdict.summary,
-                **(judged if verdict.second_opinion is not None else {}),
-            )  # fmt: skip
+        if not result:  # an extra finding of the script, not its result
+            await self._finding(session, run, script, technique, verdict, severity)
+            return
+        await runs_service.record_script_result(
+            session, run=run, script_id=script.id, technique_id=technique.id,
+            result=verdict.result, score=verdict.score, severity=severity,
+            confidence=verdict.confidence, summary=verdict.summary,
+        )  # fmt: skip
+        if verdict.result in ("fail", "blocked") and verdict.status is not None:
+            await self._finding(session, run, script, technique, verdict, severity)
+        judged: dict[str, Any] = {
+            "second_opinion": verdict.second_opinion,
+            "review": verdict.review,
+        }
+        await self._marker(
+            script, session=session, marker=story.MARKER_SCRIPT_END, result=verdict.result,
+            severity=severity, summary=verdict.summary,
+            **(judged if verdict.second_opinion is not None else {}),
+        )  # fmt: skip
 
     async def _finding(
         self, session: AsyncSession, run: Run, script: Script, technique: Technique,
@@ -425,15 +483,11 @@ class Campaign:
         self,
         script: Script,
         *,
-        session: AsyncSession | None = None,
+        session: AsyncSession,
         finding_id: uuid.UUID | None = None,
         **payload: Any,
     ) -> None:
-        """Write a marker event and the story step it makes, in one transaction."""
-        if session is None:
-            async with transaction(self.sessionmaker) as own:
-                await self._marker(script, session=own, finding_id=finding_id, **payload)
-            return
+        """Write a marker event and the story step it makes (in the caller's transaction)."""
         event = await self.recorder.marker(session, script_id=script.id, **payload)
         step = story.marker_step(event, self.recorder.events)
         if step is None:
@@ -457,18 +511,15 @@ class Campaign:
         if self.second_opinion is not None:
             await self.second_opinion.aclose()
 
-    async def finish(self) -> None:
+    async def _finish(self, session: AsyncSession) -> None:
         """Store the run's risk score (the worker then marks it completed) and keep the
         project's variant store within its bound."""
-        async with transaction(self.sessionmaker) as session:
-            findings = (
-                await session.scalars(select(Finding).where(Finding.run_id == self.run.id))
-            ).all()
-            run = await self._run(session)
-            run.risk_score = risk_score(
-                Scored(f.score, f.confidence, f.status.value) for f in findings
-            )
-            await variant_store.prune(session, project_id=self.run.project_id)
+        findings = (
+            await session.scalars(select(Finding).where(Finding.run_id == self.run.id))
+        ).all()
+        run = await self._run(session)
+        run.risk_score = risk_score(Scored(f.score, f.confidence, f.status.value) for f in findings)
+        await variant_store.prune(session, project_id=self.run.project_id)
 
 
 def _inconclusive(reason: str) -> Verdict:
@@ -568,10 +619,8 @@ async def execute_run(
         should_stop=should_stop,
     )
     try:
-        for script in campaign_order(campaign.library, campaign.run.config.get("scripts") or []):
-            if await campaign._stop():
-                break
-            await campaign.run_script(script)
-        await campaign.finish()
+        await campaign.execute(
+            campaign_order(campaign.library, campaign.run.config.get("scripts") or [])
+        )
     finally:
         await campaign.aclose()
