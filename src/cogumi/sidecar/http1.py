@@ -51,7 +51,7 @@ class Head:
     content_length: int | None = None
     has_host: bool = False
     expect_continue: bool = False
-    hop: bool = False  # some hop-by-hop header is present
+    hop: bool = False  # some header must not be forwarded as is (hop-by-hop, Expect)
 
     def get(self, name: str) -> str | None:
         lowered = name.lower()
@@ -66,8 +66,9 @@ class Head:
             return
         if low == b"host":
             self.has_host = True
-        elif low == b"expect":
+        elif low == b"expect":  # answered by the proxy, never forwarded
             self.expect_continue = value.strip().lower() == b"100-continue"
+            self.hop = True
         else:
             self.hop = True
             if low == b"transfer-encoding" and b"chunked" in value.lower():
