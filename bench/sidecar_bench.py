@@ -1,18 +1,33 @@
 """Sidecar benchmark: the same fast local upstream, direct vs through a real
 ``cogumi sidecar`` process, in one run. Prints JSON.
 
-Figures: req/s and p50/p99 latency for a 1 KiB GET at concurrency 1 and 32;
-MB/s of a 10 MiB download through a CONNECT tunnel; new CONNECT tunnels per
-second; sidecar CPU seconds per 1,000 requests and peak RSS under c=32; each
-with its ratio to direct and the target it is held to.
+Figures: req/s and p50/p99 latency for a 1 KiB GET over keep-alive at
+concurrency 1 and 32; MB/s of a 10 MiB download through a CONNECT tunnel; new
+CONNECT tunnels per second (a fresh tunnel per request vs a fresh direct
+connection); sidecar CPU seconds per 1,000 requests and its memory under
+c=32; each with its ratio to direct and the target it is held to.
 
-Usage: python bench/sidecar_bench.py [--quick] [--seconds N]
+Usage: python bench/sidecar_bench.py [--quick] [--seconds N] [--rounds N]
+[--record-all] [--sidecar-arg=--flag ...]
+
+Each figure is measured in ``--rounds`` rounds of a direct phase and a
+sidecar phase back to back (the order alternates), and the report gives the
+medians and the median of the per-round ratios: a machine whose load drifts
+during the run moves both sides of a round alike. Every phase also reports
+the CPU share (cores) of the load client, the upstream and the sidecar, which
+shows what the phase was bound by. ``load_average`` before and after says
+whether the machine was busy with other work.
+
+By default the sidecar runs with its defaults, so the ingest throttle (300
+events/min) applies: past it, exchanges are counted and their events are not
+built. ``--record-all`` lifts the throttle, so every exchange becomes an
+event with detection and redaction run on its headers and bodies and is
+shipped to the (local, accept-everything) ingest endpoint.
 
 The upstream (and a small ingest API that accepts every batch) run in a child
-process; the load generator is a minimal keep-alive HTTP/1.1 client on raw
-asyncio streams so that the client is not the bottleneck being measured.
-The CONNECT download is cleartext HTTP inside the tunnel: the sidecar never
-decrypts TLS, so TLS would only add the same cost to both sides.
+process; the load generator is a minimal HTTP/1.1 client on raw asyncio
+streams. The CONNECT download is cleartext HTTP inside the tunnel: the sidecar
+never decrypts TLS, so TLS would only add the same cost to both sides.
 """
 
 from __future__ import annotations
@@ -27,7 +42,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 try:
     import uvloop
@@ -39,6 +56,9 @@ TEN_MIB = 10 * 1024 * 1024
 BLOCK = b"y" * (256 * 1024)
 TARGETS = {"get_c1": 0.25, "get_c32": 0.25, "connect_download": 0.66, "new_tunnels": 0.6}
 RSS_TARGET_MB = 50
+IO_TIMEOUT = 30.0  # no single read or connect may hang the bench
+
+Phase = Callable[[], Awaitable[dict[str, float]]]
 
 
 # --- upstream (child process) -------------------------------------------------------------
@@ -48,7 +68,7 @@ class Upstream(asyncio.Protocol):
     """A deliberately fast HTTP/1.1 origin: /1k, /10m, and POST ingest endpoints."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
         self.buffer = b""
 
     def data_received(self, data: bytes) -> None:
@@ -95,24 +115,28 @@ async def serve_upstream(port: int) -> None:
 
 
 async def read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT)
     length = 0
     for line in head.split(b"\r\n"):
         if line.lower().startswith(b"content-length:"):
             length = int(line.split(b":", 1)[1])
     remaining = length
     while remaining:
-        data = await reader.read(min(remaining, 1 << 20))
+        data = await asyncio.wait_for(reader.read(min(remaining, 1 << 20)), IO_TIMEOUT)
         if not data:
             raise ConnectionError("short body")
         remaining -= len(data)
     return length
 
 
+async def open_conn(host_port: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:  # fmt: skip
+    return await asyncio.wait_for(asyncio.open_connection(*host_port, limit=1 << 20), IO_TIMEOUT)
+
+
 async def get_loop(
     host_port: tuple[str, int], request: bytes, until: float, lat: list[float]
 ) -> None:
-    reader, writer = await asyncio.open_connection(*host_port, limit=1 << 20)
+    reader, writer = await open_conn(host_port)
     try:
         while time.perf_counter() < until:
             start = time.perf_counter()
@@ -132,37 +156,37 @@ async def get_phase(target: tuple[str, int], request: bytes, concurrency: int, s
     lat.sort()
     return {
         "requests": len(lat),
-        "req_per_s": round(len(lat) / elapsed, 1),
+        "per_s": round(len(lat) / elapsed, 1),
         "p50_ms": round(lat[len(lat) // 2] * 1000, 3),
         "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 3),
     }
 
 
 async def open_tunnel(proxy: tuple[str, int], upstream: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:  # fmt: skip
-    reader, writer = await asyncio.open_connection(*proxy, limit=1 << 20)
+    reader, writer = await open_conn(proxy)
     writer.write(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (upstream[1], upstream[1]))  # fmt: skip
-    head = await reader.readuntil(b"\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT)
     if b" 200 " not in head.split(b"\r\n", 1)[0] + b" ":
         raise ConnectionError(head[:80].decode())
     return reader, writer
 
 
-async def download(upstream: tuple[str, int], proxy: tuple[str, int] | None, rounds: int) -> float:
-    best = []
-    for _ in range(rounds):
+async def download(upstream: tuple[str, int], proxy: tuple[str, int] | None, count: int) -> dict[str, float]:  # fmt: skip
+    rates = []
+    for _ in range(count):
         start = time.perf_counter()
         if proxy:
             reader, writer = await open_tunnel(proxy, upstream)
         else:
-            reader, writer = await asyncio.open_connection(*upstream, limit=1 << 20)
+            reader, writer = await open_conn(upstream)
         writer.write(b"GET /10m HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         size = await read_response(reader)
-        best.append(size / (time.perf_counter() - start) / 1e6)
+        rates.append(size / (time.perf_counter() - start) / 1e6)
         writer.close()
-    return round(statistics.median(best), 1)
+    return {"requests": count, "per_s": round(statistics.median(rates), 1)}
 
 
-async def new_connections(upstream: tuple[str, int], proxy: tuple[str, int] | None, seconds: float, concurrency: int = 8) -> float:  # fmt: skip
+async def new_connections(upstream: tuple[str, int], proxy: tuple[str, int] | None, seconds: float, concurrency: int = 8) -> dict[str, float]:  # fmt: skip
     count = 0
     request = b"GET /1k HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
@@ -172,7 +196,7 @@ async def new_connections(upstream: tuple[str, int], proxy: tuple[str, int] | No
             if proxy:
                 reader, writer = await open_tunnel(proxy, upstream)
             else:
-                reader, writer = await asyncio.open_connection(*upstream)
+                reader, writer = await open_conn(upstream)
             writer.write(request)
             await read_response(reader)
             writer.close()
@@ -180,7 +204,7 @@ async def new_connections(upstream: tuple[str, int], proxy: tuple[str, int] | No
 
     start = time.perf_counter()
     await asyncio.gather(*(worker(start + seconds) for _ in range(concurrency)))
-    return round(count / (time.perf_counter() - start), 1)
+    return {"requests": count, "per_s": round(count / (time.perf_counter() - start), 1)}
 
 
 # --- process accounting ----------------------------------------------------------------------
@@ -191,19 +215,68 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def family(pid: int) -> list[int]:
+    """The process and its children (worker processes, if any)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *map(int, children)]
 
 
-async def sample_rss(pid: int, stop: asyncio.Event) -> float:
-    peak = 0.0
-    while not stop.is_set():
-        peak = max(peak, rss_mb(pid))
-        await asyncio.sleep(0.05)
-    return peak
+def memory_mb(pids: list[int]) -> tuple[float, float]:
+    """(RSS, PSS) summed over ``pids``, in MB; PSS splits shared pages fairly."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1])
+    return rss / 1024, pss / 1024
+
+
+class Meter:
+    """CPU used by the client (this process), the upstream and the sidecar during a phase."""
+
+    def __init__(self, upstream_pid: int, sidecar_pid: int) -> None:
+        self.upstream_pid, self.sidecar_pid = upstream_pid, sidecar_pid
+
+    def _sample(self) -> tuple[float, float, float, float]:
+        sidecar = sum(cpu_seconds(p) for p in family(self.sidecar_pid))
+        return time.perf_counter(), time.process_time(), cpu_seconds(self.upstream_pid), sidecar
+
+    async def measure(self, phase: Awaitable[dict[str, float]], sample_memory: bool = False) -> dict[str, Any]:  # fmt: skip
+        before = self._sample()
+        peak = [0.0, 0.0]
+        stop = asyncio.Event()
+
+        async def sampler() -> None:
+            while not stop.is_set():
+                rss, pss = memory_mb(family(self.sidecar_pid))
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+                await asyncio.sleep(0.05)
+
+        task = asyncio.ensure_future(sampler()) if sample_memory else None
+        result: dict[str, Any] = dict(await phase)
+        stop.set()
+        if task is not None:
+            await task
+        after = self._sample()
+        wall = after[0] - before[0]
+        result["cpu_cores"] = {
+            "client": round((after[1] - before[1]) / wall, 2),
+            "upstream": round((after[2] - before[2]) / wall, 2),
+            "sidecar": round((after[3] - before[3]) / wall, 2),
+        }
+        result["sidecar_cpu_sec"] = after[3] - before[3]
+        if sample_memory:
+            result["sidecar_rss_mb"], result["sidecar_pss_mb"] = round(peak[0], 1), round(peak[1], 1)  # fmt: skip
+        return result
 
 
 def free_port() -> int:
@@ -226,7 +299,7 @@ async def wait_port(port: int) -> None:
 # --- the run -----------------------------------------------------------------------------------
 
 
-def start_processes() -> tuple[int, int, subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+def start_processes(sidecar_args: list[str]) -> tuple[int, int, subprocess.Popen[bytes], subprocess.Popen[bytes]]:  # fmt: skip
     """The upstream (+ ingest) child and a real ``cogumi sidecar`` process."""
     up_port, proxy_port = free_port(), free_port()
     up_proc = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up_port)])
@@ -234,82 +307,130 @@ def start_processes() -> tuple[int, int, subprocess.Popen[bytes], subprocess.Pop
     env = {**os.environ, "SIDECAR_TOKEN": "cgs_bench", "PROJECT_ID": "bench",
            "INGEST_URL": f"http://127.0.0.1:{up_port}"}  # fmt: skip
     sc_proc = subprocess.Popen(
-        [cogumi, "sidecar", "--listen", f"127.0.0.1:{proxy_port}", "--log-level", "error"], env=env
-    )
+        [cogumi, "sidecar", "--listen", f"127.0.0.1:{proxy_port}", "--log-level", "error",
+         *sidecar_args], env=env,
+    )  # fmt: skip
     return up_port, proxy_port, up_proc, sc_proc
 
 
-async def run(seconds: float, rounds: int, up_port: int, proxy_port: int, sc_pid: int) -> dict[str, object]:  # fmt: skip
+def summarize(rounds: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
+    def median(side: str, key: str) -> float:
+        return round(float(statistics.median(r[side][key] for r in rounds)), 3)
+
+    ratios = [r["sidecar"]["per_s"] / r["direct"]["per_s"] for r in rounds]
+    summary: dict[str, Any] = {
+        "direct_per_s": median("direct", "per_s"),
+        "sidecar_per_s": median("sidecar", "per_s"),
+        "ratio": round(statistics.median(ratios), 3),
+        "ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
+    }
+    if "p50_ms" in rounds[0]["direct"]:
+        for side in ("direct", "sidecar"):
+            summary[f"{side}_p50_ms"] = median(side, "p50_ms")
+            summary[f"{side}_p99_ms"] = median(side, "p99_ms")
+    if target is not None:
+        summary["target"], summary["met"] = target, summary["ratio"] >= target
+    summary["rounds"] = rounds
+    return summary
+
+
+async def run(args: argparse.Namespace, up_port: int, proxy_port: int, meter: Meter) -> dict[str, Any]:  # fmt: skip
     upstream = ("127.0.0.1", up_port)
     proxy = ("127.0.0.1", proxy_port)
     await wait_port(up_port)
     await wait_port(proxy_port)
     direct_req = b"GET /1k HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     proxied_req = b"GET http://127.0.0.1:%d/1k HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % up_port
-    await get_phase(proxy, proxied_req, 4, min(1.0, seconds))  # warm-up
-    results: dict[str, object] = {}
-    for c in (1, 32):
-        direct = await get_phase(upstream, direct_req, c, seconds)
-        if c == 32:
-            cpu0, stop = cpu_seconds(sc_pid), asyncio.Event()
-            sampler = asyncio.ensure_future(sample_rss(sc_pid, stop))
-        via = await get_phase(proxy, proxied_req, c, seconds)
-        if c == 32:
-            cpu = cpu_seconds(sc_pid) - cpu0
-            stop.set()
-            results["sidecar_cpu_sec_per_1000_requests"] = round(cpu / via["requests"] * 1000, 3)
-            results["sidecar_rss_mb_c32"] = round(await sampler, 1)
-        results[f"get_1kib_c{c}"] = {
-            "direct": direct, "sidecar": via,
-            "ratio": round(via["req_per_s"] / direct["req_per_s"], 3),
-        }  # fmt: skip
-    d_direct, d_via = (
-        await download(upstream, None, rounds),
-        await download(upstream, proxy, rounds),
+    await get_phase(proxy, proxied_req, 4, min(1.0, args.seconds))  # warm-up
+    secs = args.seconds
+    phases: dict[str, tuple[Phase, Phase]] = {
+        "get_c1": (
+            lambda: get_phase(upstream, direct_req, 1, secs),
+            lambda: get_phase(proxy, proxied_req, 1, secs),
+        ),
+        "get_c32": (
+            lambda: get_phase(upstream, direct_req, 32, secs),
+            lambda: get_phase(proxy, proxied_req, 32, secs),
+        ),
+        "connect_download": (
+            lambda: download(upstream, None, 3),
+            lambda: download(upstream, proxy, 3),
+        ),
+        "new_tunnels": (
+            lambda: new_connections(upstream, None, secs),
+            lambda: new_connections(upstream, proxy, secs),
+        ),
+    }
+    if args.record_all:
+        phases = {k: v for k, v in phases.items() if k.startswith("get_")}
+    results: dict[str, Any] = {}
+    for name, (direct, via) in phases.items():
+        rounds = []
+        for index in range(args.rounds):
+            order = ("direct", "sidecar") if index % 2 == 0 else ("sidecar", "direct")
+            one: dict[str, Any] = {}
+            for side in order:
+                phase = direct() if side == "direct" else via()
+                one[side] = await meter.measure(phase, sample_memory=side == "sidecar" and name == "get_c32")  # fmt: skip
+            rounds.append(one)
+        results[name] = summarize(rounds, None if args.record_all else TARGETS[name])
+    c32 = [r["sidecar"] for r in results["get_c32"]["rounds"]]
+    results["sidecar_cpu_sec_per_1000_requests_c32"] = round(
+        sum(r["sidecar_cpu_sec"] for r in c32) / sum(r["requests"] for r in c32) * 1000, 3
     )
-    results["connect_download_10mib_mb_per_s"] = {
-        "direct": d_direct, "sidecar": d_via, "ratio": round(d_via / d_direct, 3)}  # fmt: skip
-    n_direct = await new_connections(upstream, None, seconds)
-    n_via = await new_connections(upstream, proxy, seconds)
-    results["new_connections_per_s"] = {
-        "direct": n_direct, "sidecar_connect_tunnels": n_via, "ratio": round(n_via / n_direct, 3)}  # fmt: skip
-    results["targets"] = {
-        "get_c1": results["get_1kib_c1"]["ratio"] >= TARGETS["get_c1"],  # type: ignore[index]
-        "get_c32": results["get_1kib_c32"]["ratio"] >= TARGETS["get_c32"],  # type: ignore[index]
-        "connect_download": d_via / d_direct >= TARGETS["connect_download"],
-        "new_tunnels": n_via / n_direct >= TARGETS["new_tunnels"],
-        "rss": results["sidecar_rss_mb_c32"] <= RSS_TARGET_MB,  # type: ignore[operator]
+    results["sidecar_memory_c32"] = {
+        "peak_rss_mb": max(r["sidecar_rss_mb"] for r in c32),
+        "peak_pss_mb": max(r["sidecar_pss_mb"] for r in c32),
+        "target_mb": RSS_TARGET_MB,
+        "met": max(r["sidecar_rss_mb"] for r in c32) <= RSS_TARGET_MB,
     }
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short phases (about 15 s in all)")
+    parser.add_argument("--quick", action="store_true", help="short phases, 3 rounds")
     parser.add_argument("--seconds", type=float, default=None, help="length of each timed phase")
+    parser.add_argument("--rounds", type=int, default=None, help="direct/sidecar pairs per figure")
+    parser.add_argument("--record-all", action="store_true",
+                        help="lift the throttle: every exchange becomes an event (GET phases only)")  # fmt: skip
+    parser.add_argument("--sidecar-arg", action="append", default=[],
+                        help="extra argument for `cogumi sidecar` (repeatable)")  # fmt: skip
     parser.add_argument("--serve-upstream", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     runner = uvloop.run if uvloop is not None else asyncio.run
     if args.serve_upstream is not None:
         runner(serve_upstream(args.serve_upstream))
         return
-    seconds = args.seconds or (1.5 if args.quick else 5.0)
-    rounds = 3 if args.quick else 7
-    report: dict[str, object] = {
+    args.seconds = args.seconds or (1.0 if args.quick else 2.0)
+    args.rounds = args.rounds or (3 if args.quick else 5)
+    sidecar_args = list(args.sidecar_arg)
+    if args.record_all:
+        sidecar_args += ["--throttle-per-window", "1000000000"]
+    report: dict[str, Any] = {
         "bench": "sidecar",
-        "command": "python bench/sidecar_bench.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python", "bench/sidecar_bench.py", *sys.argv[1:]]),
         "cpus": os.cpu_count(),
-        "phase_seconds": seconds,
-        "targets": {**TARGETS, "rss_mb": RSS_TARGET_MB},
+        "phase_seconds": args.seconds,
+        "rounds": args.rounds,
+        "mode": "record_all" if args.record_all else "default_throttle",
+        "load_average_before": os.getloadavg(),
     }
-    up_port, proxy_port, up_proc, sc_proc = start_processes()
+    up_port, proxy_port, up_proc, sc_proc = start_processes(sidecar_args)
     try:
-        report["results"] = runner(run(seconds, rounds, up_port, proxy_port, sc_proc.pid))
+        meter = Meter(up_proc.pid, sc_proc.pid)
+        report["results"] = runner(run(args, up_port, proxy_port, meter))
     finally:
         sc_proc.send_signal(signal.SIGTERM)
         up_proc.terminate()
         sc_proc.wait(timeout=20)
         up_proc.wait(timeout=5)
+    report["load_average_after"] = os.getloadavg()
+    results = report["results"]
+    report["summary"] = {
+        name: {k: results[name][k] for k in ("ratio", "target", "met") if k in results[name]}
+        for name in ("get_c1", "get_c32", "connect_download", "new_tunnels") if name in results
+    } | {"memory": results["sidecar_memory_c32"]}  # fmt: skip
     print(json.dumps(report, indent=2))
 
 
