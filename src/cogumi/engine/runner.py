@@ -24,6 +24,7 @@ turn's writes commit together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
@@ -59,6 +60,7 @@ from cogumi.projects.canaries import canary_hashes
 from cogumi.runs import service as runs_service
 from cogumi.runs.models import Run
 from cogumi.runs.worker import RunFailed
+from cogumi.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,8 @@ class Campaign:
     stopped: bool = False
     second_opinion: SecondOpinion | None = None
     """The optional LLM judge: may raise a verdict's confidence or flag it for review."""
+    _next_stop: asyncio.Task[bool] | None = None
+    """The stop check for the next turn, started as soon as a reply is in (see :meth:`_stop`)."""
 
     # --- one turn -------------------------------------------------------------
 
@@ -139,6 +143,7 @@ class Campaign:
         except AdapterError as exc:
             error = exc.reason
         replied_at = utcnow()
+        self._check_ahead()
         rows = [
             self.recorder.message_row(
                 actor="adversary", text=message, ts=sent_at, script_id=script.id,
@@ -246,7 +251,9 @@ class Campaign:
             return
         for following in [*scripts[1:], None]:
             outcome = await self._play(opening)
-            go_on = following is not None and not await self._stop()
+            go_on = following is not None and not await self._stop(
+                fresh=self.second_opinion is not None
+            )
             async with transaction(self.sessionmaker) as session:
                 await self._close(session, outcome)
                 if following is None or not go_on:
@@ -361,10 +368,29 @@ class Campaign:
             for step in steps
         }  # fmt: skip
 
-    async def _stop(self) -> bool:
-        if not self.stopped and await self.should_stop():
-            self.stopped = True
+    async def _stop(self, *, fresh: bool = False) -> bool:
+        """Whether to stop before the next turn or script.
+
+        ``should_stop`` is asked once per turn, but the question is put as soon
+        as the previous reply is in (:meth:`_check_ahead`), so the worker's
+        check runs while the turn is being written instead of after it.
+        ``fresh`` asks again unless that early answer already said stop (for
+        when time passed since the last reply, e.g. a second opinion).
+        """
+        if not self.stopped:
+            ahead, self._next_stop = self._next_stop, None
+            self.stopped = await ahead if ahead is not None else await self.should_stop()
+            if fresh and ahead is not None and not self.stopped:
+                self.stopped = await self.should_stop()
         return self.stopped
+
+    def _check_ahead(self) -> None:
+        """Start the next turn's stop check now (the answer is read by :meth:`_stop`)."""
+        if not self.stopped and self._next_stop is None:
+            self._next_stop = spawn(self._ask_stop(), name="campaign-stop-check")
+
+    async def _ask_stop(self) -> bool:
+        return await self.should_stop()
 
     def _judge(self, script: Script, technique: Technique, turns: list[Turn]) -> Verdict:
         try:
@@ -506,7 +532,12 @@ class Campaign:
         return run
 
     async def aclose(self) -> None:
-        """Close the agent adapter and the judge's client."""
+        """Close the agent adapter and the judge's client; drop an unread stop check."""
+        if self._next_stop is not None:
+            self._next_stop.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._next_stop
+            self._next_stop = None
         await self.adapter.aclose()
         if self.second_opinion is not None:
             await self.second_opinion.aclose()
