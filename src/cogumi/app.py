@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings, sessionmaker=app.state.sessionmaker, bus=app.state.live_bus
         )
         app.state.run_queue = app.state.runs.queue
-        app.state.runs.worker.on_finish.append(app.state.metrics.run_ended)
+        app.state.runs.worker.observers.append(app.state.metrics)
         app.state.webhooks = await start_dispatcher(
             settings=settings, sessionmaker=app.state.sessionmaker, engine=engine
         )

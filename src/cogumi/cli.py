@@ -99,21 +99,42 @@ def worker(
     executor: str = typer.Option(
         None, hidden=True, help="Campaign executor as module:function (default: the engine)."
     ),
+    metrics_listen: str = typer.Option(
+        None,
+        help="Serve Prometheus /metrics on HOST:PORT (default: COGUMI_WORKER_METRICS_LISTEN; "
+        "unset: no metrics endpoint).",
+    ),
 ) -> None:
-    """Execute campaigns from the Redis queue (scale-out mode; needs COGUMI_REDIS_URL)."""
+    """Execute campaigns from the Redis queue (scale-out mode; needs COGUMI_REDIS_URL).
+
+    Also sends the webhooks its runs cause, and reaps runs of dead workers.
+    """
     import asyncio
 
     from cogumi.config import Settings
     from cogumi.ops.logging import configure_logging
+    from cogumi.ops.metrics_server import ListenError, parse_listen
     from cogumi.runs.runtime import load_executor, run_worker_process
 
     settings = Settings()
     if not settings.redis_url:
         typer.echo("cogumi worker: set COGUMI_REDIS_URL (embedded `serve` runs its own worker)")
         raise typer.Exit(2)
+    listen = metrics_listen or settings.worker_metrics_listen
+    if listen:
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            typer.echo(f"cogumi worker: --metrics-listen: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        settings = settings.model_copy(update={"worker_metrics_listen": listen})
     configure_logging(level=settings.log_level, log_format=settings.log_format)
     chosen = load_executor(executor) if executor else None
-    asyncio.run(run_worker_process(settings, executor=chosen))
+    try:
+        asyncio.run(run_worker_process(settings, executor=chosen))
+    except ListenError as exc:
+        typer.echo(f"cogumi worker: metrics: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command(

@@ -5,8 +5,15 @@
 - ``cogumi_ingest_events_total{outcome="accepted"|"dropped"}``;
 - ``cogumi_runs{status="queued"|"running"}``: read from the database at
   scrape time, so it is right whichever process queued or runs them;
-- ``cogumi_run_duration_seconds{status}`` for runs this process's worker ended;
+- ``cogumi_run_duration_seconds{status}`` and ``cogumi_runs_finished_total{status}``
+  for runs this process's worker ended;
+- ``cogumi_lease_renewals_total{outcome="renewed"|"lost"|"error"}`` and
+  ``cogumi_reaped_runs_total{action="requeued"|"failed"|"resent"}``: what this
+  process's worker and reaper did with run leases;
 - ``cogumi_sse_clients``: live streams open on this process.
+
+``serve`` exposes them at ``/metrics``; ``cogumi worker`` on its own
+``--metrics-listen`` address (:mod:`cogumi.ops.metrics_server`).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cogumi.runs.lease import Reaped
 from cogumi.runs.models import Run, RunStatus
 
 T = TypeVar("T")
@@ -38,6 +46,12 @@ class Metrics:
                           ["status"], registry=r)  # fmt: skip
         self.run_duration = Histogram("cogumi_run_duration_seconds", "Duration of ended runs.",
                                       ["status"], buckets=RUN_BUCKETS, registry=r)  # fmt: skip
+        self.finished = Counter("cogumi_runs_finished", "Runs this process ended, by outcome.",
+                                ["status"], registry=r)  # fmt: skip
+        self.renewals = Counter("cogumi_lease_renewals", "Run lease renewals by outcome.",
+                                ["outcome"], registry=r)  # fmt: skip
+        self.reaps = Counter("cogumi_reaped_runs", "Runs the reaper took back, by action.",
+                             ["action"], registry=r)  # fmt: skip
         self.sse = Gauge("cogumi_sse_clients", "Open live streams.", registry=r)
 
     def request(self, *, method: str, route: str, status: int, seconds: float) -> None:
@@ -48,10 +62,21 @@ class Metrics:
         self.ingest.labels("accepted").inc(accepted)
         self.ingest.labels("dropped").inc(dropped)
 
+    # The run worker's observer interface (cogumi.runs.worker.WorkerObserver).
+
     def run_ended(self, run: Run) -> None:
+        self.finished.labels(run.status.value).inc()
         if run.started_at is not None and run.ended_at is not None:
             seconds = (run.ended_at - run.started_at).total_seconds()
             self.run_duration.labels(run.status.value).observe(max(0.0, seconds))
+
+    def lease_renewed(self, outcome: str) -> None:
+        self.renewals.labels(outcome).inc()
+
+    def reaped(self, reaped: Reaped) -> None:
+        self.reaps.labels("requeued").inc(len(reaped.requeued))
+        self.reaps.labels("failed").inc(len(reaped.failed))
+        self.reaps.labels("resent").inc(len(reaped.resent))
 
     async def sse_client(self, messages: AsyncIterator[T]) -> AsyncIterator[T]:
         """Count a live stream for as long as it is open."""

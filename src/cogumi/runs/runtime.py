@@ -3,7 +3,10 @@
 - ``serve`` (embedded): jobs execute in-process; the reaper runs.
 - ``serve`` (scale-out): only sends jobs; the reaper still runs, so a run
   whose worker died is recovered even when every worker is gone.
-- ``cogumi worker``: receives jobs from Redis, executes them, reaps.
+- ``cogumi worker``: receives jobs from Redis, executes them, reaps; sends the
+  webhook deliveries its runs cause as soon as they commit (its own
+  dispatcher, see :mod:`cogumi.webhooks.dispatch`), and with
+  ``worker_metrics_listen`` serves Prometheus ``/metrics``.
 """
 
 from __future__ import annotations
@@ -87,16 +90,24 @@ async def run_worker_process(settings: Settings, *, executor: Executor | None = 
     """``cogumi worker``: consume run jobs until SIGTERM/SIGINT, then hand runs back."""
     from cogumi.db.engine import make_engine, make_sessionmaker
     from cogumi.events.bus import make_bus
+    from cogumi.ops.metrics import Metrics
+    from cogumi.ops.metrics_server import MetricsServer, start_metrics_server
+    from cogumi.webhooks.dispatch import start_dispatcher
 
     engine = make_engine(settings.effective_database_url)
+    sessionmaker = make_sessionmaker(engine)
+    metrics = Metrics()
+    server: MetricsServer | None = None
+    if settings.worker_metrics_listen:  # first: a taken port fails the start at once
+        server = await start_metrics_server(settings.worker_metrics_listen, settings=settings,
+                                            metrics=metrics, sessionmaker=sessionmaker)  # fmt: skip
+        log.info("worker metrics on http://%s/metrics", settings.worker_metrics_listen)
     bus = await make_bus(settings.redis_url, settings.redis_key_prefix)
+    webhooks = await start_dispatcher(settings=settings, sessionmaker=sessionmaker, engine=engine)
     runtime = await start_runtime(
-        settings=settings,
-        sessionmaker=make_sessionmaker(engine),
-        bus=bus,
-        executor=executor,
-        listen=True,
+        settings=settings, sessionmaker=sessionmaker, bus=bus, executor=executor, listen=True
     )
+    runtime.worker.observers.append(metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,5 +117,8 @@ async def run_worker_process(settings: Settings, *, executor: Executor | None = 
         await stop.wait()
     finally:
         await runtime.close()
+        await webhooks.close()
+        if server is not None:
+            await server.close()
         await bus.close()
         await engine.dispose()

@@ -57,6 +57,18 @@ class RunFailed(Exception):
     """
 
 
+class WorkerObserver(Protocol):
+    """Told what the worker did (metrics); methods must be quick and must not raise."""
+
+    def run_ended(self, run: Run) -> None: ...
+
+    def lease_renewed(self, outcome: str) -> None:
+        """``renewed``, ``lost`` (another owner took the run) or ``error`` (DB blip)."""
+        ...
+
+    def reaped(self, reaped: lease.Reaped) -> None: ...
+
+
 class Executor(Protocol):
     def __call__(
         self,
@@ -106,8 +118,7 @@ class RunWorker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.cap_grace_sec = CAP_GRACE_SEC
         self._active: dict[uuid.UUID, asyncio.Task[None]] = {}
-        # Called with each run this worker ends (metrics); must not raise.
-        self.on_finish: list[Callable[[Run], None]] = []
+        self.observers: list[WorkerObserver] = []
 
     # --- the job ------------------------------------------------------------
 
@@ -171,7 +182,9 @@ class RunWorker:
                     )
             except Exception as exc:  # a DB blip: try again next time, the lease has slack
                 log.warning("lease renewal of run %s failed: %s", attempt.run_id, exc)
+                self._tell("lease_renewed", "error")
                 continue
+            self._tell("lease_renewed", "renewed" if ours else "lost")
             if not ours:
                 attempt.lost = True
                 return
@@ -241,8 +254,7 @@ class RunWorker:
                 await service.finish_run(
                     session, bus=self.bus, run=run, status=status, reason=reason
                 )
-        for observe in self.on_finish:
-            observe(run)
+        self._tell("run_ended", run)
 
     async def _over_event_quota(self, attempt: Attempt, stored: int) -> bool:
         """Warn at 80% of the run's event quota; at 100% stop it as ``stopped_quota``."""
@@ -254,6 +266,14 @@ class RunWorker:
             if run is None:
                 return True
             return await runcap.after_events(session, bus=self.bus, run=run, stored=stored, cap=cap)
+
+    def _tell(self, event: str, *args: object) -> None:
+        """Call ``event`` (a :class:`WorkerObserver` method) on every observer."""
+        for observer in self.observers:
+            try:
+                getattr(observer, event)(*args)
+            except Exception:  # an observer never breaks the worker
+                log.exception("worker observer %r failed on %s", observer, event)
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -276,6 +296,7 @@ class RunWorker:
                 )
         for run_id in [r.id for r in reaped.requeued] + reaped.resent:
             await self.queue.enqueue_quietly(run_id)
+        self._tell("reaped", reaped)
         if reaped.requeued or reaped.failed:
             log.warning(
                 "reaper: %d run(s) re-queued, %d failed after losing their worker",

@@ -3,16 +3,19 @@
 Delivery rows are the queue (an outbox in the database), so a delivery
 survives restarts and any ``serve`` process can send it. A dispatcher:
 
-* is woken right after a transaction that added deliveries commits (in this
-  process), and otherwise sweeps every ``webhook_sweep_interval_sec`` (which
-  also picks up deliveries written by ``cogumi worker`` processes);
+* runs in every ``serve`` and every ``cogumi worker``; is woken right after a
+  transaction of its own process that added deliveries commits (so a run a
+  worker ends is announced by that worker at once), and otherwise sweeps
+  every ``webhook_sweep_interval_sec`` (retries; rows another process left);
 * claims a due row with a conditional UPDATE and a lease, so two processes
   never send the same attempt, and a process that dies mid-send leaves a row
   that is picked up again when the lease lapses;
 * checks the URL with the outbound-URL guard before every attempt, connects
   to the checked address and never follows a redirect (a 3xx is a failure);
 * retries a failed attempt after ``backoff * 2**(attempt-1)`` seconds until
-  the row's ``max_attempts`` are used, then marks it ``failed``.
+  the row's ``max_attempts`` are used, then marks it ``failed``;
+* on close, lets the attempts in flight finish (up to the attempt timeout)
+  and claims nothing new.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ class Dispatcher:
         )
         self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
+        self._closing = False
 
     @property
     def policy(self) -> tuple[int, float]:
@@ -117,15 +121,21 @@ class Dispatcher:
         self._task = spawn(self._run_forever(), name="webhook-dispatcher")
 
     async def close(self) -> None:
+        """Finish the attempts in flight (bounded by the attempt timeout), then stop."""
         _dispatchers.pop(self.engine, None)
         if self._task is not None:
+            self._closing = True
+            self.wake.set()
+            with contextlib.suppress(TimeoutError, Exception):
+                grace = self.settings.webhook_timeout_sec + 1
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=grace)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.client.aclose()
 
     async def _run_forever(self) -> None:
-        while True:
+        while not self._closing:
             self.wake.clear()
             wait = self.settings.webhook_sweep_interval_sec
             try:
@@ -139,8 +149,10 @@ class Dispatcher:
 
     async def run_once(self) -> float | None:
         """Send every due delivery; seconds until the next one is due (None: none waits)."""
-        while jobs := await self._claim():
+        while not self._closing and (jobs := await self._claim()):
             await asyncio.gather(*(self._attempt(job) for job in jobs))
+        if self._closing:
+            return None
         await self._prune()
         return await self._seconds_to_next()
 
