@@ -193,9 +193,11 @@ class Forward(Job):
 
     # --- upstream connection -------------------------------------------------------
     def start(self) -> None:
+        """Called from the client's parser: what goes upstream is sent once the
+        client's bytes at hand are parsed (``flush_up``), head and body together."""
         upstream = self.conn.server.pool.take(self.key)
         if upstream is not None:
-            self._attach(upstream)
+            self._attach(upstream, flush=False)
         else:
             self._connect()
 
@@ -222,11 +224,12 @@ class Forward(Job):
             return
         self._attach(upstream)
 
-    def _attach(self, upstream: UpstreamConn) -> None:
+    def _attach(self, upstream: UpstreamConn, *, flush: bool = True) -> None:
         self.upstream = upstream
         upstream.attach(self)
         self.conn.resume_reading(self.conn.WAITING)
-        self.flush_up()
+        if flush:
+            self.flush_up()
         if self.request_done:
             self.conn.set_deadline(self.conn.server.upstream_span)
         else:

@@ -154,12 +154,12 @@ class Tunnel(Job):
     def on_client_eof(self) -> bool:
         """The client will send nothing more; pass the half-close on. Keep its side open?"""
         self.client_eof = True
+        if self.upstream_eof_seen:  # both sides are done: close, no half-close to pass on
+            self._close_both()
+            return False
         up = self.up
         if up is not None and up.transport is not None and up.transport.can_write_eof():
             up.transport.write_eof()
-        if self.upstream_eof_seen:
-            self._close_both()
-            return False
         return self.up is not None or self.connecting is not None
 
     def upstream_eof(self) -> bool:
