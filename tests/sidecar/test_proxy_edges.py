@@ -371,3 +371,28 @@ async def test_shutdown_mid_exchange_records_it(
     [event] = recorder.events
     assert event["error"] == "sidecar_shutdown"
     assert event["destination"]["path"] == "/stuck"
+
+
+async def test_host_names_are_resolved_once_per_dns_cache_period(
+    make_sidecar: SidecarFactory, ingest: tuple[Ingest, Served]
+) -> None:
+    recorder, _ = ingest
+
+    async def three_tunnels(sidecar: Sidecar, port: int) -> None:
+        for _ in range(3):  # "localhost" may name ::1 first: the sidecar tries each address
+            reader, writer = await connect(sidecar)
+            writer.write(f"CONNECT localhost:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert (await read_head(reader))[0] == "HTTP/1.1 200 Connection Established"
+            writer.write(b"GET /t HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await read_response(reader))[2] == b"GET /t HTTP/1.1|"
+            writer.close()
+
+    async with scripted_origin(echo_path) as (port, _):
+        async with make_sidecar() as sidecar:
+            await three_tunnels(sidecar, port)
+            assert sidecar.proxy.resolver.lookups == 1
+        async with make_sidecar(dns_cache_sec=0) as sidecar:
+            await three_tunnels(sidecar, port)
+            assert sidecar.proxy.resolver.lookups == 3
+    events = await recorder.wait_events(6)
+    assert {(e["destination"]["host"], e["http"]["status_code"]) for e in events} == {("localhost", 200)}  # fmt: skip

@@ -208,7 +208,7 @@ class Forward(Job):
 
     async def _open(self, upstream: UpstreamConn) -> None:
         try:
-            await connect(self.ex.host, self.ex.port, upstream)
+            await connect(self.ex.host, self.ex.port, upstream, self.conn.server.resolver)
         except UpstreamError as exc:
             self.connecting = None
             self.upstream_failed(exc)

@@ -59,6 +59,7 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("sink_domains", list, [DEFAULT_SINK], "Sink domain answered locally, added to the project's list (repeatable).", metavar="DOMAIN"),
     OptionSpec("sensitive_paths", list, [], "Sensitive path pattern such as /admin, added to the project's list (repeatable).", metavar="PATTERN"),
     OptionSpec("connect_timeout", float, 10.0, "Seconds to open an upstream connection (DNS + TCP).", minimum=0.01),
+    OptionSpec("dns_cache_sec", float, 10.0, "Seconds a host name's resolved addresses are reused for new upstream connections; 0 resolves every time.", minimum=0.0),
     OptionSpec("upstream_timeout", float, 60.0, "Seconds without upstream bytes before answering 504.", minimum=0.01),
     OptionSpec("client_idle_timeout", float, 75.0, "Seconds an idle client keep-alive connection stays open.", minimum=0.01),
     OptionSpec("shutdown_timeout", float, 10.0, "Seconds to flush buffered events on SIGTERM/SIGINT.", minimum=0.0),
@@ -87,6 +88,7 @@ class SidecarOptions:
     sink_domains: tuple[str, ...] = (DEFAULT_SINK,)
     sensitive_paths: tuple[str, ...] = ()
     connect_timeout: float = 10.0
+    dns_cache_sec: float = 10.0
     upstream_timeout: float = 60.0
     client_idle_timeout: float = 75.0
     shutdown_timeout: float = 10.0

@@ -42,7 +42,7 @@ from cogumi.sidecar.forward import CONTINUE, Forward, Job, Local, SinkAnswer, si
 from cogumi.sidecar.http1 import MAX_HEAD_BYTES, NOTED, Head, MessageError
 from cogumi.sidecar.options import SidecarOptions
 from cogumi.sidecar.tunnel import Tunnel
-from cogumi.sidecar.upstream import WRITE_HIGH, UpstreamPool
+from cogumi.sidecar.upstream import WRITE_HIGH, Resolver, UpstreamPool
 
 log = logging.getLogger("cogumi.sidecar")
 
@@ -74,6 +74,7 @@ class ProxyServer:
         # shipper's watermark can wait for exchanges still in flight.
         self.opened = opened
         self.pool = UpstreamPool()
+        self.resolver = Resolver(options.dns_cache_sec)
         self.server: asyncio.base_events.Server | None = None
         self.conns: set[ClientConn] = set()
         self.started_at = time.time()

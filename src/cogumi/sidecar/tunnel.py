@@ -90,7 +90,7 @@ class Tunnel(Job):
     async def _open(self) -> None:
         up = TunnelUpstream(self)
         try:
-            transport = await connect(self.ex.host, self.ex.port, up)
+            transport = await connect(self.ex.host, self.ex.port, up, self.conn.server.resolver)
         except UpstreamError as exc:
             self.connecting = None
             self._fail(exc)

@@ -13,8 +13,10 @@ so relaying a response costs no task switch and no intermediate queue.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import time
+from functools import lru_cache
 from typing import TYPE_CHECKING, Final, cast
 
 import httptools
@@ -52,16 +54,71 @@ class UpstreamError(Exception):
         return cls("upstream_connect_timeout", f"no connection within {within:g}s", status=504)
 
 
-async def connect(host: str, port: int, protocol: asyncio.Protocol) -> asyncio.Transport:
-    """Open a TCP connection driven by ``protocol``.
+class Resolver:
+    """Host names to addresses, each answer reused for ``ttl`` seconds.
+
+    The system resolver is asked from a thread and most libcs keep no cache,
+    so without this every new tunnel or upstream connection would wait for a
+    DNS round trip. Failures are not cached; IP literals are never looked up.
+    """
+
+    MAX_ENTRIES: Final = 1024
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.cache: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
+        self.lookups = 0
+
+    async def resolve(self, host: str, port: int) -> list[tuple[str, int]]:
+        if _is_ip(host):
+            return [(host, port)]
+        key = (host, port)
+        now = time.monotonic()
+        hit = self.cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        self.lookups += 1
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys((str(info[4][0]), port) for info in infos))
+        if self.ttl > 0:
+            if len(self.cache) >= self.MAX_ENTRIES:
+                self.cache = {k: v for k, v in self.cache.items() if v[0] > now}
+                if len(self.cache) >= self.MAX_ENTRIES:
+                    self.cache.clear()
+            self.cache[key] = (now + self.ttl, addresses)
+        return addresses
+
+
+@lru_cache(maxsize=4096)
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def connect(
+    host: str, port: int, protocol: asyncio.Protocol, resolver: Resolver
+) -> asyncio.Transport:
+    """Open a TCP connection driven by ``protocol``, trying each address in turn.
 
     The caller bounds the time: the proxy's deadline sweep cancels the task."""
     loop = asyncio.get_running_loop()
     try:
-        transport, _ = await loop.create_connection(lambda: protocol, host, port)
+        addresses = await resolver.resolve(host, port)
     except OSError as exc:
         raise UpstreamError.from_os(exc) from exc
-    return transport
+    failure: OSError | None = None
+    for address, address_port in addresses:
+        try:
+            transport, _ = await loop.create_connection(lambda: protocol, address, address_port)
+        except OSError as exc:
+            failure = exc
+            continue
+        return transport
+    assert failure is not None
+    raise UpstreamError.from_os(failure) from failure
 
 
 class UpstreamConn(asyncio.Protocol):
