@@ -8,7 +8,7 @@ connection); sidecar CPU seconds per 1,000 requests and its memory under
 c=32; each with its ratio to direct and the target it is held to.
 
 Usage: python bench/sidecar_bench.py [--quick] [--seconds N] [--rounds N]
-[--record-all] [--sidecar-arg=--flag ...]
+[--record-all] [--sidecar-arg=--flag ...] [--processes N]
 
 Each figure is measured in ``--rounds`` rounds of a direct phase and a
 sidecar phase back to back (the order alternates), and the report gives the
@@ -23,6 +23,10 @@ events/min) applies: past it, exchanges are counted and their events are not
 built. ``--record-all`` lifts the throttle, so every exchange becomes an
 event with detection and redaction run on its headers and bodies and is
 shipped to the (local, accept-everything) ingest endpoint.
+
+``--processes N`` is an experiment, not a product mode: N independent sidecar
+processes on N ports with the client's connections spread over them, to see
+what more than one event loop would buy (CPU and memory are summed over them).
 
 The upstream (and a small ingest API that accepts every batch) run in a child
 process; the load generator is a minimal HTTP/1.1 client on raw asyncio
@@ -147,11 +151,13 @@ async def get_loop(
         writer.close()
 
 
-async def get_phase(target: tuple[str, int], request: bytes, concurrency: int, seconds: float) -> dict[str, float]:  # fmt: skip
+async def get_phase(targets: list[tuple[str, int]], request: bytes, concurrency: int, seconds: float) -> dict[str, float]:  # fmt: skip
+    """``concurrency`` keep-alive connections, spread over ``targets`` in turn."""
     lat: list[float] = []
     start = time.perf_counter()
     until = start + seconds
-    await asyncio.gather(*(get_loop(target, request, until, lat) for _ in range(concurrency)))
+    await asyncio.gather(*(get_loop(targets[i % len(targets)], request, until, lat)
+                           for i in range(concurrency)))  # fmt: skip
     elapsed = time.perf_counter() - start
     lat.sort()
     return {
@@ -186,11 +192,11 @@ async def download(upstream: tuple[str, int], proxy: tuple[str, int] | None, cou
     return {"requests": count, "per_s": round(statistics.median(rates), 1)}
 
 
-async def new_connections(upstream: tuple[str, int], proxy: tuple[str, int] | None, seconds: float, concurrency: int = 8) -> dict[str, float]:  # fmt: skip
+async def new_connections(upstream: tuple[str, int], proxies: list[tuple[str, int]] | None, seconds: float, concurrency: int = 8) -> dict[str, float]:  # fmt: skip
     count = 0
     request = b"GET /1k HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
-    async def worker(until: float) -> None:
+    async def worker(until: float, proxy: tuple[str, int] | None) -> None:
         nonlocal count
         while time.perf_counter() < until:
             if proxy:
@@ -203,7 +209,8 @@ async def new_connections(upstream: tuple[str, int], proxy: tuple[str, int] | No
             count += 1
 
     start = time.perf_counter()
-    await asyncio.gather(*(worker(start + seconds) for _ in range(concurrency)))
+    await asyncio.gather(*(worker(start + seconds, proxies[i % len(proxies)] if proxies else None)
+                           for i in range(concurrency)))  # fmt: skip
     return {"requests": count, "per_s": round(count / (time.perf_counter() - start), 1)}
 
 
@@ -241,13 +248,16 @@ def memory_mb(pids: list[int]) -> tuple[float, float]:
 
 
 class Meter:
-    """CPU used by the client (this process), the upstream and the sidecar during a phase."""
+    """CPU used by the client (this process), the upstream and the sidecar(s) during a phase."""
 
-    def __init__(self, upstream_pid: int, sidecar_pid: int) -> None:
-        self.upstream_pid, self.sidecar_pid = upstream_pid, sidecar_pid
+    def __init__(self, upstream_pid: int, sidecar_pids: list[int]) -> None:
+        self.upstream_pid, self.sidecar_pids = upstream_pid, sidecar_pids
+
+    def sidecar_family(self) -> list[int]:
+        return [p for pid in self.sidecar_pids for p in family(pid)]
 
     def _sample(self) -> tuple[float, float, float, float]:
-        sidecar = sum(cpu_seconds(p) for p in family(self.sidecar_pid))
+        sidecar = sum(cpu_seconds(p) for p in self.sidecar_family())
         return time.perf_counter(), time.process_time(), cpu_seconds(self.upstream_pid), sidecar
 
     async def measure(self, phase: Awaitable[dict[str, float]], sample_memory: bool = False) -> dict[str, Any]:  # fmt: skip
@@ -257,7 +267,7 @@ class Meter:
 
         async def sampler() -> None:
             while not stop.is_set():
-                rss, pss = memory_mb(family(self.sidecar_pid))
+                rss, pss = memory_mb(self.sidecar_family())
                 peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
                 await asyncio.sleep(0.05)
 
@@ -299,18 +309,22 @@ async def wait_port(port: int) -> None:
 # --- the run -----------------------------------------------------------------------------------
 
 
-def start_processes(sidecar_args: list[str]) -> tuple[int, int, subprocess.Popen[bytes], subprocess.Popen[bytes]]:  # fmt: skip
-    """The upstream (+ ingest) child and a real ``cogumi sidecar`` process."""
-    up_port, proxy_port = free_port(), free_port()
+def start_processes(sidecar_args: list[str], count: int) -> tuple[int, subprocess.Popen[bytes], list[tuple[int, subprocess.Popen[bytes]]]]:  # fmt: skip
+    """The upstream (+ ingest) child and ``count`` real ``cogumi sidecar`` processes."""
+    up_port = free_port()
     up_proc = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up_port)])
     cogumi = str(Path(sys.executable).parent / "cogumi")
     env = {**os.environ, "SIDECAR_TOKEN": "cgs_bench", "PROJECT_ID": "bench",
            "INGEST_URL": f"http://127.0.0.1:{up_port}"}  # fmt: skip
-    sc_proc = subprocess.Popen(
-        [cogumi, "sidecar", "--listen", f"127.0.0.1:{proxy_port}", "--log-level", "error",
-         *sidecar_args], env=env,
-    )  # fmt: skip
-    return up_port, proxy_port, up_proc, sc_proc
+    sidecars = []
+    for _ in range(count):
+        port = free_port()
+        proc = subprocess.Popen(
+            [cogumi, "sidecar", "--listen", f"127.0.0.1:{port}", "--log-level", "error",
+             *sidecar_args], env=env,
+        )  # fmt: skip
+        sidecars.append((port, proc))
+    return up_port, up_proc, sidecars
 
 
 def summarize(rounds: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
@@ -334,31 +348,32 @@ def summarize(rounds: list[dict[str, Any]], target: float | None) -> dict[str, A
     return summary
 
 
-async def run(args: argparse.Namespace, up_port: int, proxy_port: int, meter: Meter) -> dict[str, Any]:  # fmt: skip
+async def run(args: argparse.Namespace, up_port: int, proxy_ports: list[int], meter: Meter) -> dict[str, Any]:  # fmt: skip
     upstream = ("127.0.0.1", up_port)
-    proxy = ("127.0.0.1", proxy_port)
+    proxies = [("127.0.0.1", port) for port in proxy_ports]
     await wait_port(up_port)
-    await wait_port(proxy_port)
+    for port in proxy_ports:
+        await wait_port(port)
     direct_req = b"GET /1k HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     proxied_req = b"GET http://127.0.0.1:%d/1k HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % up_port
-    await get_phase(proxy, proxied_req, 4, min(1.0, args.seconds))  # warm-up
+    await get_phase(proxies, proxied_req, 4, min(1.0, args.seconds))  # warm-up
     secs = args.seconds
     phases: dict[str, tuple[Phase, Phase]] = {
         "get_c1": (
-            lambda: get_phase(upstream, direct_req, 1, secs),
-            lambda: get_phase(proxy, proxied_req, 1, secs),
+            lambda: get_phase([upstream], direct_req, 1, secs),
+            lambda: get_phase(proxies, proxied_req, 1, secs),
         ),
         "get_c32": (
-            lambda: get_phase(upstream, direct_req, 32, secs),
-            lambda: get_phase(proxy, proxied_req, 32, secs),
+            lambda: get_phase([upstream], direct_req, 32, secs),
+            lambda: get_phase(proxies, proxied_req, 32, secs),
         ),
         "connect_download": (
             lambda: download(upstream, None, 3),
-            lambda: download(upstream, proxy, 3),
+            lambda: download(upstream, proxies[0], 3),
         ),
         "new_tunnels": (
             lambda: new_connections(upstream, None, secs),
-            lambda: new_connections(upstream, proxy, secs),
+            lambda: new_connections(upstream, proxies, secs),
         ),
     }
     if args.record_all:
@@ -396,6 +411,9 @@ def main() -> None:
                         help="lift the throttle: every exchange becomes an event (GET phases only)")  # fmt: skip
     parser.add_argument("--sidecar-arg", action="append", default=[],
                         help="extra argument for `cogumi sidecar` (repeatable)")  # fmt: skip
+    parser.add_argument("--processes", type=int, default=1,
+                        help="experiment: N independent sidecar processes, the load spread over "
+                        "them (each with its own shipper and throttle; not a product mode)")  # fmt: skip
     parser.add_argument("--serve-upstream", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     runner = uvloop.run if uvloop is not None else asyncio.run
@@ -414,16 +432,19 @@ def main() -> None:
         "phase_seconds": args.seconds,
         "rounds": args.rounds,
         "mode": "record_all" if args.record_all else "default_throttle",
+        "sidecar_processes": args.processes,
         "load_average_before": os.getloadavg(),
     }
-    up_port, proxy_port, up_proc, sc_proc = start_processes(sidecar_args)
+    up_port, up_proc, sidecars = start_processes(sidecar_args, args.processes)
     try:
-        meter = Meter(up_proc.pid, sc_proc.pid)
-        report["results"] = runner(run(args, up_port, proxy_port, meter))
+        meter = Meter(up_proc.pid, [proc.pid for _, proc in sidecars])
+        report["results"] = runner(run(args, up_port, [port for port, _ in sidecars], meter))
     finally:
-        sc_proc.send_signal(signal.SIGTERM)
+        for _, proc in sidecars:
+            proc.send_signal(signal.SIGTERM)
         up_proc.terminate()
-        sc_proc.wait(timeout=20)
+        for _, proc in sidecars:
+            proc.wait(timeout=20)
         up_proc.wait(timeout=5)
     report["load_average_after"] = os.getloadavg()
     results = report["results"]
