@@ -118,6 +118,8 @@ class Campaign:
     intensity: str
     rng: random.Random
     reply_matches: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    claimed: set[str] = field(default_factory=set)
+    """Network events already in some turn's window (each is evidence of one turn)."""
     canary_leaks: dict[str, Verdict] = field(default_factory=dict)
     stopped: bool = False
     second_opinion: SecondOpinion | None = None
@@ -159,11 +161,24 @@ class Campaign:
             settled = await self._settled_window(session, sent_at, replied_at)
         self.reply_matches[got["id"]] = list(got["matches"])
         window, complete = settled or await self.window(sent_at, replied_at)
+        window = self._claim(window)
         return Turn(
             step_id=step.id, kind=step.kind, session_id=session_id, adversary_message=message,
             reply=reply_text, adversary_event_id=sent["id"], reply_event_id=got["id"],
             window=window, window_complete=complete, error=error, nonce=nonce,
         )  # fmt: skip
+
+    def _claim(self, window: tuple[NetEvent, ...]) -> tuple[NetEvent, ...]:
+        """The window's events no earlier turn already had.
+
+        Windows have :data:`CLOCK_SKEW` slack on both ends, so the start of a
+        turn's window reaches back into the previous turn when the agent
+        answers quickly; a request the agent made during the previous turn is
+        evidence of that turn only, never of both.
+        """
+        fresh = tuple(e for e in window if e.id not in self.claimed)
+        self.claimed.update(e.id for e in fresh)
+        return fresh
 
     async def _settled_window(
         self, session: AsyncSession, sent_at: datetime, replied_at: datetime
