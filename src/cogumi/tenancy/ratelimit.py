@@ -6,24 +6,34 @@ in-process counters for the embedded mode (one server process), and Redis
 balancer and must share one count. Windows are aligned to wall-clock
 multiples of the window length, so every process agrees on when one ends.
 
+While Redis is unreachable the Redis limiter counts in this process instead
+(each process then enforces the limit on its own share), so sign-in and
+ingest keep working through a Redis outage; it goes back to Redis by itself.
+
 Keys never hold an email address in clear: it is hashed first, so a Redis
 dump does not list who tried to sign in.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from cogumi.config import Settings
 from cogumi.errors import TooManyRequests
 from cogumi.tenancy import security
 
 _PURGE_AT = 10_000
+RETRY_REDIS_SEC = 1.0
+"""While Redis is down, how long the limiter counts locally before trying Redis again."""
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter(Protocol):
@@ -69,13 +79,37 @@ class MemoryRateLimiter:
 
 
 class RedisRateLimiter:
-    """Counters in Redis, shared by every process that uses the same URL and prefix."""
+    """Counters in Redis, shared by every process that uses the same URL and prefix.
 
-    def __init__(self, url: str, *, prefix: str = "cogumi:") -> None:
-        self._redis: Redis = Redis.from_url(url)
+    When Redis fails, counting falls back to this process's own counters for
+    :data:`RETRY_REDIS_SEC` at a time; a request never fails because Redis did.
+    """
+
+    def __init__(
+        self, url: str, *, prefix: str = "cogumi:", clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._redis: Redis = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
         self._prefix = prefix
+        self._clock = clock
+        self._local = MemoryRateLimiter()
+        self._local_until: float | None = None  # set while Redis is presumed down
 
     async def hit(self, key: str, *, limit: int, window_sec: int, cost: int = 1) -> int | None:
+        if self._local_until is not None and self._clock() < self._local_until:
+            return await self._local.hit(key, limit=limit, window_sec=window_sec, cost=cost)
+        try:
+            wait = await self._hit_redis(key, limit=limit, window_sec=window_sec, cost=cost)
+        except (RedisError, OSError) as exc:
+            if self._local_until is None:
+                log.warning("rate limits counted per process while Redis is unreachable: %s", exc)
+            self._local_until = self._clock() + RETRY_REDIS_SEC
+            return await self._local.hit(key, limit=limit, window_sec=window_sec, cost=cost)
+        if self._local_until is not None:
+            log.warning("rate limits counted in Redis again")
+            self._local_until = None
+        return wait
+
+    async def _hit_redis(self, key: str, *, limit: int, window_sec: int, cost: int) -> int | None:
         index, left = _window(time.time(), window_sec)
         name = f"{self._prefix}rl:{key}:{index}"
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -85,6 +119,7 @@ class RedisRateLimiter:
         return left if int(count) > limit else None
 
     async def close(self) -> None:
+        await self._local.close()
         await self._redis.aclose()
 
 
