@@ -11,6 +11,8 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from cogumi.sidecar.runner import Sidecar
+from cogumi.sidecar.upstream import Resolver, UpstreamConn, UpstreamPool
+from cogumi.sidecar.upstream import connect as connect_upstream
 from tests.sidecar.conftest import SidecarFactory
 from tests.sidecar.servers import Ingest, Served
 
@@ -396,3 +398,20 @@ async def test_host_names_are_resolved_once_per_dns_cache_period(
             assert sidecar.proxy.resolver.lookups == 3
     events = await recorder.wait_events(6)
     assert {(e["destination"]["host"], e["http"]["status_code"]) for e in events} == {("localhost", 200)}  # fmt: skip
+
+
+async def test_a_pooled_connection_reads_again_and_carries_nothing_over() -> None:
+    async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    async with scripted_origin(never_reads) as (port, _):
+        pool, key = UpstreamPool(), ("127.0.0.1", port)
+        upstream = UpstreamConn(pool, key)
+        transport = await connect_upstream("127.0.0.1", port, upstream, Resolver(0))
+        upstream.pause_reading(True)  # as when a slow client held the last answer back
+        pool.put(upstream)
+        assert pool.take(key) is upstream
+        assert not upstream.reading_paused and transport.is_reading()
+        transport.write(b"x" * (16 * 1024 * 1024))  # the origin reads none of it
+        pool.put(upstream)
+        assert pool.take(key) is None and upstream.closed, "unsent bytes: not reusable"

@@ -234,6 +234,8 @@ class Forward(Job):
             self.conn.set_deadline(self.conn.server.upstream_span)
         else:
             self.conn.set_deadline(self.conn.server.idle_span)
+        if self.conn.write_full:  # the previous answer is still queued for the client
+            self.client_full(True)
 
     def release(self, *, reuse: bool) -> None:
         if self.connecting is not None:
@@ -242,6 +244,7 @@ class Forward(Job):
         upstream, self.upstream = self.upstream, None
         if upstream is None:
             return
+        self.conn.resume_reading(self.conn.UPSTREAM_FULL)  # its write buffer is not ours to wait on
         if reuse:
             self.conn.server.pool.put(upstream)
         else:
@@ -297,14 +300,11 @@ class Forward(Job):
 
     def client_full(self, full: bool) -> None:
         upstream = self.upstream
-        if upstream is None or upstream.transport is None or upstream.closed:
+        if upstream is None or upstream.closed:
             return
-        if full:
-            upstream.transport.pause_reading()
-            self.conn.set_deadline(None)
-        else:
-            upstream.transport.resume_reading()
-            self.conn.set_deadline(self.conn.server.upstream_span)
+        upstream.pause_reading(full)
+        # The upstream is not slow while we do not read it: no timeout meanwhile.
+        self.conn.set_deadline(None if full else self.conn.server.upstream_span)
 
     def on_response_head(self, response: Head) -> None:
         if 100 <= response.status < 200:

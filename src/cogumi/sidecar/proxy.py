@@ -182,6 +182,7 @@ class ClientConn(asyncio.Protocol):
         "transport",
         "tunnel",
         "upgraded",
+        "write_full",
     )
 
     def __init__(self, server: ProxyServer) -> None:
@@ -196,6 +197,7 @@ class ClientConn(asyncio.Protocol):
         self.closed = False
         self.client_eof = False
         self.upgraded = False
+        self.write_full = False
         self._draining = False
         self._url = b""
         self._head = Head()
@@ -259,10 +261,12 @@ class ClientConn(asyncio.Protocol):
         self.server.conn_idle()
 
     def pause_writing(self) -> None:
+        self.write_full = True
         if self.job is not None:
             self.job.client_full(True)
 
     def resume_writing(self) -> None:
+        self.write_full = False
         if self.job is not None:
             self.job.client_full(False)
 

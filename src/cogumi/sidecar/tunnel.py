@@ -108,6 +108,8 @@ class Tunnel(Job):
         self.ex.status_code = 200
         self.conn.set_deadline(None)
         self.conn.write(ESTABLISHED)
+        if self.conn.write_full:
+            self.client_full(True)
         if self.waiting:
             transport.write(b"".join(self.waiting))
             self.waiting.clear()

@@ -132,6 +132,7 @@ class UpstreamConn(asyncio.Protocol):
         "key",
         "parser",
         "pool",
+        "reading_paused",
         "reused",
         "transport",
     )
@@ -143,6 +144,7 @@ class UpstreamConn(asyncio.Protocol):
         self.reused = False
         self.idle_since = 0.0
         self.closed = False
+        self.reading_paused = False
         self.parser: httptools.HttpResponseParser | None = None
         self._head = Head()
 
@@ -166,6 +168,21 @@ class UpstreamConn(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.abort()
+
+    def pause_reading(self, paused: bool) -> None:
+        """Stop (or resume) reading: the client takes the response slower than it comes."""
+        if self.transport is None or self.closed or paused == self.reading_paused:
+            return
+        self.reading_paused = paused
+        if paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    @property
+    def clean(self) -> bool:
+        """Nothing of the last exchange still queued to send: fit for the next one."""
+        return self.transport is not None and self.transport.get_write_buffer_size() == 0
 
     @property
     def usable(self) -> bool:
@@ -260,9 +277,10 @@ class UpstreamPool:
     def put(self, upstream: UpstreamConn) -> None:
         upstream.job = None
         stack = self.idle.setdefault(upstream.key, [])
-        if len(stack) >= IDLE_PER_HOST or upstream.closed:
+        if len(stack) >= IDLE_PER_HOST or upstream.closed or not upstream.clean:
             upstream.close()
             return
+        upstream.pause_reading(False)  # an idle connection must notice the upstream closing
         upstream.idle_since = time.monotonic()
         stack.append(upstream)
 
