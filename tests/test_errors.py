@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from cogumi.tenancy.models import User
 from tests.conftest import make_settings
-from tests.factories import PASSWORD, unique_email
+from tests.factories import PASSWORD, Accounts, unique_email
 
 
 def assert_error_shape(body: dict[str, object], code: str) -> None:
@@ -72,6 +72,48 @@ async def test_unknown_route_and_method_use_the_shape(client: httpx.AsyncClient)
     wrong_method = await client.delete("/api/auth/login")
     assert wrong_method.status_code == 405
     assert_error_shape(wrong_method.json(), "method_not_allowed")
+
+
+async def test_405_allow_names_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    # GET and POST /api/projects are two routes: Allow must name both, not the last one tried.
+    response = await client.delete("/api/projects")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+    one = await client.put("/api/projects/6f1c8f0e-0d5b-4c63-9d7e-0f4f3b1d2a11")
+    assert one.status_code == 405
+    assert one.headers["allow"] == "GET, PATCH, DELETE"
+
+
+@pytest.mark.parametrize(
+    ("raw_title", "why"),
+    [("a\\u0000b", "NUL"), ("a\\ud800b", "unpaired surrogate"), ("\\udc00", "lone low half")],
+)
+async def test_text_no_column_can_store_is_422(
+    accounts: Accounts, raw_title: str, why: str
+) -> None:
+    """PostgreSQL refuses NUL in text and UTF-8 has no unpaired surrogates: both were 500s."""
+    owner = await accounts.signup()
+    body = '{"title": "' + raw_title + '", "kind": "adversary", "text": "hello"}'
+    response = await owner.client.post(
+        "/api/saved-prompts", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, (why, response.text)
+    assert_error_shape(response.json(), "validation_error")
+    assert [f["field"] for f in response.json()["fields"]] == ["title"]
+    nested = await owner.client.post("/api/projects", json={"name": "p", "tool_domains": ["a\x00"]})
+    assert nested.status_code == 422
+    assert [f["field"] for f in nested.json()["fields"]] == ["tool_domains"]
+
+
+async def test_astral_characters_are_stored(accounts: Accounts) -> None:
+    """A surrogate *pair* is one valid character (an emoji), not an unpaired half."""
+    owner = await accounts.signup()
+    body = '{"title": "ok \\ud83d\\ude00", "kind": "adversary", "text": "hello"}'
+    response = await owner.client.post(
+        "/api/saved-prompts", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["title"] == "ok \U0001f600"
 
 
 async def test_oversized_body_is_413(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -27,7 +27,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,30 @@ class TooManyRequests(CogumiError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class ErrorBody(BaseModel):
+    """The JSON body of every error answer (documented in the OpenAPI schema)."""
+
+    model_config = ConfigDict(extra="allow", title="Error")
+
+    error: str = Field(description="Machine-readable code, e.g. `not_found`, `rate_limited`.")
+    message: str = Field(description="What went wrong, for a person.")
+
+
+class FieldErrorBody(BaseModel):
+    field: str = Field(description="Dotted name of the offending field, e.g. `redteam.intensity`.")
+    loc: list[str | int] = Field(description="Where it sits: `body`, `query`, `path` or `header`, then the path.")  # fmt: skip
+    message: str
+    type: str = Field(description="Pydantic's error type, e.g. `missing`, `string_too_long`.")
+
+
+class ValidationErrorBody(ErrorBody):
+    """422: what failed validation, field by field (the submitted value is never echoed)."""
+
+    model_config = ConfigDict(extra="allow", title="ValidationErrorBody")
+
+    fields: list[FieldErrorBody]
+
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthenticated",
@@ -155,6 +181,26 @@ def validation_fields(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path answers to, for a 405's ``Allow`` header.
+
+    Starlette names only the methods of the first route whose path matched, so
+    ``DELETE /api/projects`` would say ``Allow: POST`` although GET works too:
+    ask the router about each method instead."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error (ours, FastAPI's, Starlette's, unexpected) to the JSON shape."""
 
@@ -176,12 +222,13 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        return error_response(
-            exc.status_code, {"error": code, "message": message}, dict(exc.headers or {})
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        return error_response(exc.status_code, {"error": code, "message": message}, headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

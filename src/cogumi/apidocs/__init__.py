@@ -19,6 +19,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from cogumi.apidocs.openapi import document_errors
+
 STATIC_DIR = Path(__file__).parent / "static"
 DOCS_PATH = "/api/docs"
 ASSETS_PATH = "/api/docs/assets"
@@ -62,7 +64,8 @@ def page(openapi_url: str, title: str) -> str:
 
 
 def _with_auth_scheme(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document, plus the API-key scheme the Authorize button offers."""
+    """The OpenAPI document, plus the API-key scheme the Authorize button offers and
+    the error answers the API really sends (:mod:`cogumi.apidocs.openapi`)."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, routes=app.routes, description=app.description
@@ -75,7 +78,7 @@ def _with_auth_scheme(app: FastAPI) -> dict[str, Any]:
         }
         # Optional: either the key or the session cookie (the empty requirement).
         schema["security"] = [{SCHEME: []}, {}]
-        app.openapi_schema = schema
+        app.openapi_schema = document_errors(schema)
     return app.openapi_schema
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from cogumi.schemas import Input, Output
+from cogumi.schemas import BulkInput, Input, Output
 
 Channel = Literal["http", "system", "policy"]
 EventType = Literal[
@@ -35,7 +35,7 @@ Long = Annotated[str, StringConstraints(max_length=2048)]
 MAX_EVENTS_PER_BATCH = 1000
 
 
-class DestinationIn(Input):
+class DestinationIn(BulkInput):
     host: Short = ""
     path: Long = ""
     port: int | None = Field(default=None, ge=0, le=65535)
@@ -45,7 +45,7 @@ class DestinationIn(Input):
     )
 
 
-class HttpIn(Input):
+class HttpIn(BulkInput):
     method: Annotated[str, StringConstraints(max_length=16)] | None = None
     status_code: int | None = Field(default=None, ge=0, le=999)
     bytes_out: int | None = Field(default=None, ge=0)
@@ -53,14 +53,14 @@ class HttpIn(Input):
     duration_ms: float | None = Field(default=None, ge=0)
 
 
-class MatchIn(Input):
+class MatchIn(BulkInput):
     kind: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     preview: Annotated[str, StringConstraints(max_length=64)] = ""
     confidence: float = Field(ge=0, le=1)
 
 
-class EventIn(Input):
+class EventIn(BulkInput):
     ts: datetime
     channel: Channel
     type: EventType
