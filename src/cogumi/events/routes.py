@@ -36,6 +36,9 @@ from cogumi.runs.models import Run
 from cogumi.tenancy.deps import DbSession, Reader
 
 router = APIRouter(tags=["ingest"])
+# seq columns are 32-bit integers: a larger number is past every event, and must not
+# reach PostgreSQL (which refuses it as out of range).
+MAX_SEQ = 2**31 - 1
 # Mounted without the principal dependency (and its request transaction): the
 # sidecar token is the only credential, and the handler runs its own short
 # transactions (see :func:`ingest_events`).
@@ -133,17 +136,24 @@ async def ingest_events(
 
 @router.post("/projects/{project_id}/sidecar/heartbeat", response_model=HeartbeatOut)
 async def heartbeat(
-    project_id: uuid.UUID, body: HeartbeatIn, token: SidecarAuth, session: DbSession
+    project_id: uuid.UUID,
+    body: HeartbeatIn,
+    token: SidecarAuth,
+    session: DbSession,
+    request: Request,
 ) -> HeartbeatOut:
     """Record the sidecar's version and counters (sent, dropped, queued...).
 
+    What it dropped since its last heartbeat is added to the token's
+    ``events_dropped`` and to ``cogumi_sidecar_dropped_events_total``.
     ``run_active`` tells the sidecar whether a campaign is running, so it knows
     how often to refresh its watermark.
     """
-    active = await service.record_heartbeat(
+    recorded = await service.record_heartbeat(
         session, token=token, project_id=project_id, heartbeat=body
     )
-    return HeartbeatOut(ok=True, run_active=active)
+    request.app.state.metrics.sidecar_dropped(recorded.newly_dropped)
+    return HeartbeatOut(ok=True, run_active=recorded.run_active)
 
 
 @router.get("/sidecar/config", response_model=SidecarConfigOut)
@@ -174,7 +184,9 @@ async def run_events(
     run_id: uuid.UUID,
     member: Reader,
     session: DbSession,
-    after_seq: Annotated[int, Query(ge=0, description="Return events with a larger seq.")] = 0,
+    after_seq: Annotated[
+        int, Query(ge=0, le=MAX_SEQ, description="Return events with a larger seq.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> EventPage:
     """A run's events in ``seq`` order, one page at a time."""
@@ -212,7 +224,7 @@ async def run_stream(
     missed. A comment line is sent every 15 s to keep proxies from closing the stream.
     """
     await get_in_org(session, Run, run_id, member.org_id, what="run")
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    after = min(int(last_event_id), MAX_SEQ) if last_event_id and last_event_id.isdigit() else 0
     messages = stream.sse_messages(
         sessionmaker=request.app.state.sessionmaker,
         bus=request.app.state.live_bus,

@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, cast
@@ -298,18 +299,56 @@ async def _touch_status(
     return status
 
 
+@dataclass(frozen=True)
+class HeartbeatRecorded:
+    run_active: bool
+    # Events the sidecar dropped since its previous heartbeat, by reason (see dropped_since).
+    newly_dropped: dict[str, int]
+
+
+def _dropped_by_reason(counters: Mapping[str, Any]) -> dict[str, int]:
+    """``counters.dropped`` as {reason: n}; a sidecar that only sends ``dropped_total``
+    reports it as reason ``unspecified``. Anything malformed counts as nothing."""
+    dropped = counters.get("dropped")
+    if isinstance(dropped, dict):
+        return {str(k): int(v) for k, v in dropped.items() if isinstance(v, int) and v > 0}
+    total = counters.get("dropped_total")
+    return {"unspecified": int(total)} if isinstance(total, int | float) and total > 0 else {}
+
+
+def dropped_since(previous: Mapping[str, Any], heartbeat: HeartbeatIn) -> dict[str, int]:
+    """Events dropped since the previous heartbeat of the same sidecar, by reason.
+
+    A sidecar's counters are totals since *it* started, so the increase is the
+    difference with the previous heartbeat of the same process (same
+    ``started_at``); a restarted sidecar counts from zero again, so its whole
+    total is new. A heartbeat without ``started_at`` is compared with the
+    previous one whatever it was (an older sidecar; a restart then goes unseen).
+    """
+    now = _dropped_by_reason(heartbeat.counters)
+    same_process = (
+        heartbeat.started_at is None or previous.get("started_at") == heartbeat.started_at
+    )
+    before = _dropped_by_reason(previous) if same_process else {}
+    increase = {reason: n - before.get(reason, 0) for reason, n in now.items()}
+    return {reason: n for reason, n in increase.items() if n > 0}
+
+
 async def record_heartbeat(
     session: AsyncSession, *, token: SidecarToken, project_id: uuid.UUID, heartbeat: HeartbeatIn
-) -> bool:
-    """Store the heartbeat; returns whether a campaign of the project is running."""
+) -> HeartbeatRecorded:
+    """Store the heartbeat and add what the sidecar dropped since its last one to the
+    token's ``events_dropped``; also says whether a campaign of the project is running."""
     if project_id != token.project_id:
         raise Forbidden("this sidecar token belongs to another project", field="project_id")
-    await _touch_status(session, token=token, heartbeat=heartbeat)
+    previous = dict((await _locked_status(session, token)).counters or {})
+    status = await _touch_status(session, token=token, heartbeat=heartbeat)
+    status.counters = {**status.counters, "started_at": heartbeat.started_at}
     token.last_seen_at = utcnow()
-    dropped = heartbeat.counters.get("dropped_total")
-    if isinstance(dropped, int | float):
-        token.events_dropped = max(token.events_dropped, int(dropped))
-    return await _run_active(session, project_id=project_id, run_id=None)
+    newly_dropped = dropped_since(previous, heartbeat)
+    token.events_dropped += sum(newly_dropped.values())
+    active = await _run_active(session, project_id=project_id, run_id=None)
+    return HeartbeatRecorded(run_active=active, newly_dropped=newly_dropped)
 
 
 async def watermark_for_project(session: AsyncSession, *, project_id: uuid.UUID) -> datetime | None:

@@ -3,6 +3,9 @@
 - ``cogumi_http_requests_total{method,route,status}`` and a duration histogram,
   labelled by route *template* (``/api/runs/{run_id}``), never the raw path;
 - ``cogumi_ingest_events_total{outcome="accepted"|"dropped"}``;
+- ``cogumi_sidecar_dropped_events_total{reason}``: events sidecars dropped
+  before sending them (``throttled``, ``buffer_full``, ...), as their heartbeats
+  report them to this process;
 - ``cogumi_runs{status="queued"|"running"}``: read from the database at
   scrape time, so it is right whichever process queued or runs them;
 - ``cogumi_run_duration_seconds{status}`` and ``cogumi_runs_finished_total{status}``
@@ -18,7 +21,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -30,6 +33,11 @@ from cogumi.runs.models import Run, RunStatus
 
 T = TypeVar("T")
 RUN_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 900, 1800)
+# The reasons `cogumi sidecar` and `cogumi sink` count drops under (docs/sidecar.md).
+SIDECAR_DROP_REASONS = frozenset(
+    {"throttled", "buffer_full", "auth_rejected", "rejected_by_api", "dropped_by_api",
+     "shutdown", "unspecified"}
+)  # fmt: skip
 
 
 class Metrics:
@@ -53,10 +61,20 @@ class Metrics:
         self.reaps = Counter("cogumi_reaped_runs", "Runs the reaper took back, by action.",
                              ["action"], registry=r)  # fmt: skip
         self.sse = Gauge("cogumi_sse_clients", "Open live streams.", registry=r)
+        self.sidecar_drops = Counter("cogumi_sidecar_dropped_events",
+                                     "Events sidecars dropped before sending, by reason.",
+                                     ["reason"], registry=r)  # fmt: skip
 
     def request(self, *, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
+
+    def sidecar_dropped(self, by_reason: Mapping[str, int]) -> None:
+        """Drops a heartbeat reported as new; an unknown reason (a sidecar's own word,
+        so unbounded) is counted as ``other`` to keep the label set small."""
+        for reason, count in by_reason.items():
+            label = reason if reason in SIDECAR_DROP_REASONS else "other"
+            self.sidecar_drops.labels(label).inc(count)
 
     def ingested(self, *, accepted: int, dropped: int) -> None:
         self.ingest.labels("accepted").inc(accepted)
