@@ -83,7 +83,11 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
 
 @pytest.fixture(scope="session")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return make_settings(database_url, tmp_path_factory.mktemp("data"))
+    # The session app's reaper passes once at start, then sleeps: lease tests call
+    # ``reap_once`` themselves and must not race a background pass for the same run.
+    return make_settings(
+        database_url, tmp_path_factory.mktemp("data"), run_reaper_interval_sec=3600.0
+    )
 
 
 @pytest.fixture(scope="session")
