@@ -8,17 +8,19 @@ For each script of the run's (snapshotted) config:
    1/2/3): pass *i* sends every step in style *i*, in conversations of its own,
    so each pass is a complete attempt with its own evidence;
 3. each turn records the adversary message and the reply as ``agent.message``
-   events, then waits until the sidecar's watermark covers the reply (or, with
-   no sidecar connected, marks the window incomplete) and collects the network
-   events in the window;
+   events (one transaction, one seq reservation), then collects the network
+   events of its window once the sidecar's watermark covers the reply
+   (:mod:`cogumi.engine.windows`);
 4. the technique's evaluator judges each pass; the worst verdict is the
-   script's result; a fail or blocked verdict becomes a finding; markers and
-   story steps go to the run's live stream as they happen.
+   script's result (an optional LLM judge may add a second opinion); a fail
+   or blocked verdict becomes a finding; markers and story steps go to the
+   run's live stream as they happen.
 
-Any canary sighting (reply, outbound request, sink) makes the finding
-confirmed with confidence 1.0. Cancellation is checked before every turn, so
-it lands within one step; nothing of a step is half-written, because each
-turn's writes commit together.
+Where one script ends and the next starts is one transaction (result,
+findings, end marker; start marker, variants). Any canary sighting (reply,
+outbound request, sink) makes the finding confirmed with confidence 1.0.
+Cancellation is checked before every turn, so it lands within one step;
+nothing of a step is half-written, because each turn's writes commit together.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -47,13 +48,12 @@ from cogumi.engine.evaluators import new_nonce
 from cogumi.engine.library.loader import Library, Script, Step, Technique, fill
 from cogumi.engine.library.styles import PLAIN as PLAIN_STYLE
 from cogumi.engine.library.styles import Variant, render_variants
-from cogumi.engine.observation import Context, Evidence, NetEvent, Turn, Verdict
-from cogumi.engine.recorder import Recorder, upgrade_canaries
+from cogumi.engine.observation import Context, Evidence, Turn, Verdict
+from cogumi.engine.recorder import Recorder
 from cogumi.engine.scoring import Scored, risk_score
 from cogumi.engine.second_opinion import SecondOpinion
+from cogumi.engine.windows import Windows
 from cogumi.events.bus import LiveBus
-from cogumi.events.models import Event
-from cogumi.events.service import watermark_for_project
 from cogumi.findings import service as findings_service
 from cogumi.findings.models import Finding
 from cogumi.projects.canaries import canary_hashes
@@ -65,11 +65,6 @@ from cogumi.tasks import spawn
 log = logging.getLogger(__name__)
 
 ShouldStop = Callable[[], Awaitable[bool]]
-EVIDENCE_WAIT_SEC = 5.0
-"""Longest wait for the sidecar watermark to pass a reply (an in-flight slow call holds it)."""
-CLOCK_SKEW = timedelta(milliseconds=250)
-"""Slack on both ends of a window for clock differences between sidecar and server."""
-WATERMARK_POLL_SEC = 0.05
 CANARY_TECHNIQUE = "T-S1-secret-output"
 """Technique a canary sighting is filed under when the script's own attack did not work."""
 _RANK = {"fail": 3, "blocked": 2, "inconclusive": 1, "pass": 0}
@@ -117,9 +112,8 @@ class Campaign:
     styles: list[str]
     intensity: str
     rng: random.Random
+    windows: Windows
     reply_matches: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    claimed: set[str] = field(default_factory=set)
-    """Network events already in some turn's window (each is evidence of one turn)."""
     canary_leaks: dict[str, Verdict] = field(default_factory=dict)
     stopped: bool = False
     second_opinion: SecondOpinion | None = None
@@ -158,89 +152,14 @@ class Campaign:
         ]  # fmt: skip
         async with transaction(self.sessionmaker) as session:  # both sides of the turn, or neither
             sent, got = await self.recorder.write(session, rows)
-            settled = await self._settled_window(session, sent_at, replied_at)
+            settled = await self.windows.settled(session, sent_at, replied_at)
         self.reply_matches[got["id"]] = list(got["matches"])
-        window, complete = settled or await self.window(sent_at, replied_at)
-        window = self._claim(window)
+        events, complete = settled or await self.windows.wait(sent_at, replied_at)
+        window = self.windows.claim(events)
         return Turn(
             step_id=step.id, kind=step.kind, session_id=session_id, adversary_message=message,
             reply=reply_text, adversary_event_id=sent["id"], reply_event_id=got["id"],
             window=window, window_complete=complete, error=error, nonce=nonce,
-        )  # fmt: skip
-
-    def _claim(self, window: tuple[NetEvent, ...]) -> tuple[NetEvent, ...]:
-        """The window's events no earlier turn already had.
-
-        Windows have :data:`CLOCK_SKEW` slack on both ends, so the start of a
-        turn's window reaches back into the previous turn when the agent
-        answers quickly; a request the agent made during the previous turn is
-        evidence of that turn only, never of both.
-        """
-        fresh = tuple(e for e in window if e.id not in self.claimed)
-        self.claimed.update(e.id for e in fresh)
-        return fresh
-
-    async def _settled_window(
-        self, session: AsyncSession, sent_at: datetime, replied_at: datetime
-    ) -> tuple[tuple[NetEvent, ...], bool] | None:
-        """The turn's window if it can be read now, in the turn's own transaction.
-
-        A project no sidecar ever shipped to has no network events: empty and
-        incomplete, without reading the events table. None when a live
-        sidecar's watermark has not yet passed the reply (:meth:`window` waits).
-        """
-        if not self.recorder.sidecar_seen:  # learnt by the turn's own seq reservation
-            return (), False
-        mark = await watermark_for_project(session, project_id=self.run.project_id)
-        complete = mark is not None and mark >= replied_at
-        if complete or mark is None:
-            return await self._window_events(session, sent_at, replied_at), complete
-        return None
-
-    async def window(
-        self, sent_at: datetime, replied_at: datetime
-    ) -> tuple[tuple[NetEvent, ...], bool]:
-        """Network events of the turn, once the sidecar watermark says they all arrived.
-
-        With no live sidecar the window is read at once and marked incomplete.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + EVIDENCE_WAIT_SEC
-        while True:
-            async with self.sessionmaker() as session:
-                mark = await watermark_for_project(session, project_id=self.run.project_id)
-                complete = mark is not None and mark >= replied_at
-                if complete or mark is None or loop.time() >= deadline:
-                    return await self._window_events(session, sent_at, replied_at), complete
-            await asyncio.sleep(WATERMARK_POLL_SEC)
-
-    async def _window_events(
-        self, session: AsyncSession, sent_at: datetime, replied_at: datetime
-    ) -> tuple[NetEvent, ...]:
-        rows = (
-            await session.scalars(
-                select(Event)
-                .where(
-                    Event.run_id == self.run.id,
-                    Event.channel.in_(("http", "policy")),
-                    Event.ts >= sent_at - CLOCK_SKEW,
-                    Event.ts <= replied_at + CLOCK_SKEW,
-                )
-                .order_by(Event.seq)
-            )
-        ).all()
-        return tuple(self._net_event(row) for row in rows)
-
-    def _net_event(self, row: Event) -> NetEvent:
-        payload = row.payload_redacted or {}
-        return NetEvent(
-            id=str(row.id), ts=row.ts, type=row.type, classification=row.classification,
-            host=row.dest_host, path=row.dest_path, method=row.http_method,
-            status_code=row.status_code, bytes_out=row.bytes_out,
-            sensitive_path=row.sensitive_path,
-            matches=tuple(upgrade_canaries(row.matches or [], self.recorder.canary_hashes)),
-            summary=str(payload.get("summary", "")),
-            body_preview=str(payload.get("body_redacted_preview", "")),
         )  # fmt: skip
 
     # --- one script -----------------------------------------------------------
@@ -610,13 +529,16 @@ async def load_campaign(
         sensitive_paths=tuple(project.get("sensitive_paths") or []),
         canaries=frozenset(),
     )
+    recorder = Recorder(run=run, canary_hashes=hashes)
     adapter = build_adapter(
         url=url, config=dict(project.get("adapter") or {"kind": "native"}),
         allow_private=settings.private_targets_allowed, timeout_sec=settings.request_timeout_sec * 3,
     )  # fmt: skip
     return Campaign(
         sessionmaker=sessionmaker, bus=bus, run=run, library=library, adapter=adapter, ctx=ctx,
-        recorder=Recorder(run=run, canary_hashes=hashes), should_stop=should_stop,
+        recorder=recorder, should_stop=should_stop,
+        windows=Windows(sessionmaker=sessionmaker, run_id=run.id, project_id=run.project_id,
+                        recorder=recorder),
         second_opinion=SecondOpinion.from_settings(settings),
         values=_values(project), styles=list(run.config.get("styles") or []),
         intensity=str(run.config.get("intensity") or "med"), rng=random.Random(run.id.int),  # noqa: S311 - variety, not secrecy
