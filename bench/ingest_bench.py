@@ -2,7 +2,8 @@
 bulk insert of the same rows into the same database, in one run. Prints JSON.
 
 For each store (PostgreSQL, SQLite) and each ``serve --workers`` value, a
-fresh database gets a real ``cogumi serve`` (throttle lifted); 8 concurrent
+fresh database gets a real ``cogumi serve`` (throttle and events-per-run cap
+lifted, so every event gets its seq); 8 concurrent
 senders post pre-encoded batches of 200 sidecar-shaped events with httpx into a
 running campaign (so every batch also claims its ``batch_id`` and reserves its
 ``seq`` range). The baseline writes the very values the server hands its
@@ -210,6 +211,7 @@ async def measure(store: str, url: str, total: int, data_dir: Path, workers: int
     env = {k: v for k, v in os.environ.items() if not k.startswith("COGUMI_")}
     env |= {"COGUMI_DATABASE_URL": url, "COGUMI_DATA_DIR": str(data_dir), "COGUMI_PORT": str(port),
             "COGUMI_INGEST_RATE_LIMIT_PER_MIN": str(10**9), "COGUMI_LOG_LEVEL": "WARNING",
+            "COGUMI_QUOTA_EVENTS_PER_RUN": str(10**9),
             "COGUMI_SERVE_WORKERS": str(workers)}  # fmt: skip
     if workers > 1:  # several processes share limits, bus and queue through Redis
         env |= {"COGUMI_REDIS_URL": REDIS, "COGUMI_REDIS_KEY_PREFIX": f"bench-{uuid.uuid4().hex}:"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -90,7 +91,22 @@ def create_app_from_environment() -> FastAPI:
 
     settings = Settings()
     configure_logging(level=settings.log_level, log_format=settings.log_format)
-    return create_app(settings)
+    app = create_app(settings)
+    settle_heap()
+    return app
+
+
+def settle_heap() -> None:
+    """Tune the cyclic garbage collector for a server process, once its app is built.
+
+    Modules, routes, schemas and mappers live as long as the process; frozen, they
+    are no longer scanned by every full collection (on a busy ingest that scan cost
+    about a third of the CPU). Requests make many short-lived objects that reference
+    counting frees anyway, so the young generation is collected less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

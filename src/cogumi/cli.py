@@ -49,7 +49,7 @@ def serve(
 
     import uvicorn
 
-    from cogumi.app import create_app
+    from cogumi.app import create_app, settle_heap
     from cogumi.config import Settings
     from cogumi.db.migrate import upgrade
     from cogumi.ops.logging import configure_logging
@@ -82,7 +82,9 @@ def serve(
         "timeout_graceful_shutdown": settings.shutdown_grace_sec,
     }
     if settings.serve_workers == 1:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        app = create_app(settings)
+        settle_heap()
+        uvicorn.run(app, **common)  # type: ignore[arg-type]
         return
     # Worker processes start afresh and read their settings from the environment.
     os.environ["COGUMI_HOST"], os.environ["COGUMI_PORT"] = settings.host, str(settings.port)

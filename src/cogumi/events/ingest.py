@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,9 +48,10 @@ from cogumi.events.schemas import IngestBatchIn, IngestResult, MatchIn
 from cogumi.events.service import PAYLOAD_LIMIT, bound_payload
 from cogumi.projects.models import SidecarToken, TokenStatus
 from cogumi.quotas.ingest import IngestQuota
-from cogumi.quotas.runcap import WARN_AT
+from cogumi.quotas.runcap import WARN_AT, snapshot_cap
 from cogumi.quotas.service import Limits
 from cogumi.runs.models import Run, RunStatus
+from cogumi.schemas import UNSTORABLE
 
 _EVENTS = cast(Table, Event.__table__)
 _RUNS = cast(Table, Run.__table__)
@@ -82,15 +84,63 @@ _BATCH = TypeAdapter(IngestBatchIn)
 def parse_batch(body: bytes) -> IngestBatchIn:
     """Validate the raw body in one pass; a 422 names the field as FastAPI would."""
     try:
-        return _BATCH.validate_json(body)
+        batch = _BATCH.validate_json(body)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in errors]
         ) from None
+    if b"\\u0000" in body:
+        _refuse_nul(batch)
+    return batch
+
+
+def _refuse_nul(batch: IngestBatchIn) -> None:
+    """422 for a NUL in an event's text columns (PostgreSQL cannot store it).
+
+    The events' models carry no per-field validator (see ``BulkInput``): a NUL can
+    only arrive as the JSON escape ``\\u0000``, so the raw body says whether to
+    look at all, and unpaired surrogates never get here (the JSON parser refuses
+    them). The payload is stored as JSON, where the escape is kept.
+    """
+    for index, event in enumerate(batch.events):
+        where = _nul_at(event.model_dump(exclude={"payload_redacted"}))
+        if where is not None:
+            raise InvalidInput(f"events.{index}.{where}", UNSTORABLE)
+
+
+def _nul_at(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string holding a NUL, if any."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if not isinstance(value, dict | list):
+        return None
+    for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+        found = _nul_at(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 # --- 2. read -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SidecarRef:
+    """The authenticated sidecar token: all ingest needs of it."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    project_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """What the read phase needs of a run."""
+
+    id: uuid.UUID
+    status: str
+    snapshot_cap: int | None  # the events cap fixed in the run's config, if any
 
 
 @dataclass(frozen=True)
@@ -103,16 +153,38 @@ class Target:
     cap: int
     limits: Limits | None
 
+    @property
+    def warn_at(self) -> int:
+        """Below this many stored events the run needs no quota notice."""
+        return math.ceil(self.cap * WARN_AT)
+
+
+def check_project(token: SidecarRef, batch: IngestBatchIn) -> None:
+    if batch.project_id != token.project_id:
+        raise Forbidden("this sidecar token belongs to another project", field="project_id")
+
+
+def target_for(batch: IngestBatchIn, run: RunRow | None, limits: Limits | None) -> Target:
+    """The run events attach to: the one named (of this project, else 404), or the running one."""
+    named = batch.run_id is not None
+    if run is None:
+        if named and batch.events:
+            raise NotFound("run not found in this project", field="run_id")
+        return Target(None, named, False, 0, limits)
+    cap = 0
+    if limits is not None:
+        cap = run.snapshot_cap if run.snapshot_cap is not None else limits.events_per_run
+    return Target(run.id, named, run.status == RunStatus.running.value, cap, limits)
+
 
 async def find_target(
-    session: AsyncSession, *, token: SidecarToken, batch: IngestBatchIn, quota: IngestQuota
+    session: AsyncSession, *, token: SidecarRef, batch: IngestBatchIn, quota: IngestQuota
 ) -> Target:
-    """The run events attach to: the one named (of this project, else 404), or the running one.
+    """:func:`target_for`, read with SQLAlchemy (the general path).
 
     A batch with events is refused (429) when the org's storage is used up.
     """
-    if batch.project_id != token.project_id:
-        raise Forbidden("this sidecar token belongs to another project", field="project_id")
+    check_project(token, batch)
     limits = None
     if batch.events:
         limits = await quota.check_storage(session, org_id=token.org_id)
@@ -122,12 +194,8 @@ async def find_target(
     else:
         query = query.where(Run.status == RunStatus.running).order_by(Run.started_at.desc())
     row = (await session.execute(query.limit(1))).first()
-    if row is None:
-        if batch.run_id is not None and batch.events:
-            raise NotFound("run not found in this project", field="run_id")
-        return Target(None, batch.run_id is not None, False, 0, limits)
-    cap = quota.cap(row.config, limits) if limits is not None else 0
-    return Target(row.id, batch.run_id is not None, row.status == RunStatus.running, cap, limits)
+    run = RunRow(row.id, row.status.value, snapshot_cap(row.config)) if row is not None else None
+    return target_for(batch, run, limits)
 
 
 # --- 3. prepare ----------------------------------------------------------------
@@ -148,6 +216,11 @@ class Prepared:
     types: list[str]
     timestamps: list[datetime]
     payloads: list[dict[str, Any]]  # as stored
+
+    @property
+    def has_violations(self) -> bool:
+        """The batch carries a policy violation (a live story step when in a run)."""
+        return "policy.violation" in self.types
 
 
 def _identity(value: Any) -> Any:
@@ -181,7 +254,7 @@ def _payload_text(payload: dict[str, Any], index: int) -> tuple[dict[str, Any], 
 
 
 def prepare(
-    batch: IngestBatchIn, *, dialect: Dialect, token: SidecarToken, received_at: datetime
+    batch: IngestBatchIn, *, dialect: Dialect, token: SidecarRef, received_at: datetime
 ) -> Prepared:
     """Every stored value of every event, computed once and outside any transaction."""
     convert = _converters(dialect)
@@ -259,7 +332,7 @@ class _Reserved:
 async def store(
     session: AsyncSession,
     *,
-    token: SidecarToken,
+    token: SidecarRef,
     prepared: Prepared,
     target: Target,
     quota: IngestQuota,
@@ -318,7 +391,7 @@ def _insert_or_nothing(session: AsyncSession, table: Table) -> Any:
 
 
 async def _claim(
-    session: AsyncSession, *, token: SidecarToken, prepared: Prepared
+    session: AsyncSession, *, token: SidecarRef, prepared: Prepared
 ) -> uuid.UUID | None:
     """Insert the batch marker; None when this batch_id was already stored.
 
@@ -340,7 +413,7 @@ async def _claim(
     return claimed
 
 
-async def _duplicate(session: AsyncSession, *, token: SidecarToken, batch_id: str) -> IngestResult:
+async def _duplicate(session: AsyncSession, *, token: SidecarRef, batch_id: str) -> IngestResult:
     accepted = await session.scalar(
         select(_BATCHES.c.accepted).where(
             _BATCHES.c.project_id == token.project_id, _BATCHES.c.batch_id == batch_id
@@ -420,7 +493,7 @@ def _sqlite_insert() -> str:
 
 
 async def _count_token(
-    session: AsyncSession, *, token: SidecarToken, accepted: int, now: datetime
+    session: AsyncSession, *, token: SidecarRef, accepted: int, now: datetime
 ) -> None:
     """Count the events on the token; a token revoked since the batch began is a 403."""
     counted = await session.scalar(
@@ -436,7 +509,7 @@ async def _count_token(
 async def _upsert_status(
     session: AsyncSession,
     *,
-    token: SidecarToken,
+    token: SidecarRef,
     last_event_at: datetime | None,
     prepared: Prepared,
 ) -> None:

@@ -214,7 +214,7 @@ def _sqlite_insert_sql() -> str:
 
 
 async def check_ingest_rate(
-    limiter: RateLimiter, *, token: SidecarToken, events: int, per_min: int
+    limiter: RateLimiter, *, token_id: uuid.UUID, events: int, per_min: int
 ) -> None:
     """Charge the token's per-minute budget by the batch's event count.
 
@@ -231,7 +231,7 @@ async def check_ingest_rate(
             limit=per_min,
         )
     wait = await limiter.hit(
-        f"ingest:{token.id}", limit=per_min, window_sec=INGEST_WINDOW_SEC, cost=events
+        f"ingest:{token_id}", limit=per_min, window_sec=INGEST_WINDOW_SEC, cost=events
     )
     if wait is not None:
         raise TooManyRequests(

@@ -37,6 +37,14 @@ class IngestQuota:
         await service.check_storage(session, row=row, limits=limits)
         return limits
 
+    def check_row(self, row: Any) -> Limits:
+        """:meth:`check_storage` for an org quota row already read (None: no row yet)."""
+        limits = service.limits_of(row, self.settings)
+        used = service.storage_used(row) if row is not None else 0
+        if used >= limits.storage_bytes:
+            raise service.storage_exceeded(limits=limits, used=used)
+        return limits
+
     @staticmethod
     def cap(config: dict[str, Any] | None, limits: Limits) -> int:
         """A run's events cap: fixed in its config when it was created, else the org's limit."""

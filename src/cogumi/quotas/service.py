@@ -173,11 +173,15 @@ async def _charge(session: AsyncSession, *, org_id: uuid.UUID, key: str, limit: 
 async def check_storage(session: AsyncSession, *, row: OrgQuota | None, limits: Limits) -> None:
     used = storage_used(row) if row is not None else 0
     if used >= limits.storage_bytes:
-        raise QuotaExceeded(
-            "storage_bytes", limit=limits.storage_bytes, used=used,
-            retry_after=WAIT_FOR_CLEANUP_SEC,
-            what="old runs are deleted by retention; or ask the owner to raise the limit",
-        )  # fmt: skip
+        raise storage_exceeded(limits=limits, used=used)
+
+
+def storage_exceeded(*, limits: Limits, used: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        "storage_bytes", limit=limits.storage_bytes, used=used,
+        retry_after=WAIT_FOR_CLEANUP_SEC,
+        what="old runs are deleted by retention; or ask the owner to raise the limit",
+    )  # fmt: skip
 
 
 async def charge_run(
