@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,6 +49,7 @@ log = logging.getLogger("cogumi.sidecar")
 
 SINK_PREVIEW_LIMIT: Final = 32 * 1024
 POOL_SWEEP_SEC: Final = 5.0
+DEFER_ACCEPT_SEC: Final = 2
 
 Emit = Callable[[Exchange, Policy], None]
 Opened = Callable[[Exchange], None]
@@ -106,6 +108,10 @@ class ProxyServer:
         self.server = await self._loop.create_server(
             lambda: ClientConn(self), host, port, reuse_address=True, backlog=1024
         )
+        if hasattr(socket, "TCP_DEFER_ACCEPT"):
+            # Clients speak first: wake us when the request is there, not at the handshake.
+            for sock in self.server.sockets:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SEC)
         self._ticker = self._loop.call_later(self._tick, self._on_tick)
         sockname = self.server.sockets[0].getsockname()
         return sockname[0], sockname[1]
