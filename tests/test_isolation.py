@@ -53,7 +53,7 @@ ACCESS: dict[tuple[str, str], str | Permission] = {
     ("GET", "/api/auth/oidc/config"): PUBLIC,
     ("GET", "/api/auth/oidc/login"): PUBLIC,
     ("GET", "/api/auth/oidc/callback"): PUBLIC,
-    ("GET", "/api/invitations/{token}"): PUBLIC,
+    ("GET", "/api/invitations/{invitation}"): PUBLIC,
     ("POST", "/api/invitations/{token}/accept"): PUBLIC,
     ("GET", "/api/orgs"): USER,
     ("POST", "/api/orgs"): USER,
@@ -63,7 +63,7 @@ ACCESS: dict[tuple[str, str], str | Permission] = {
     ("DELETE", "/api/members/{user_id}"): Permission.MEMBERS_MANAGE,
     ("POST", "/api/invitations"): Permission.MEMBERS_MANAGE,
     ("GET", "/api/invitations"): Permission.MEMBERS_MANAGE,
-    ("DELETE", "/api/invitations/{invitation_id}"): Permission.MEMBERS_MANAGE,
+    ("DELETE", "/api/invitations/{invitation}"): Permission.MEMBERS_MANAGE,
     ("POST", "/api/api-keys"): Permission.TOKENS_MANAGE,
     ("GET", "/api/api-keys"): Permission.TOKENS_MANAGE,
     ("DELETE", "/api/api-keys/{key_id}"): Permission.TOKENS_MANAGE,
@@ -179,7 +179,7 @@ class World:
             "project_id": self._project,
             "token_id": self._token,
             "user_id": self._member,
-            "invitation_id": self._invitation,
+            "invitation": self._invitation,
             "key_id": self._api_key,
             "run_id": self._run,
             "canary_id": self._canary,
@@ -229,7 +229,7 @@ class World:
             expires_at=datetime.now(UTC) + timedelta(days=1),
         )
         await self._add(invitation)
-        return {"invitation_id": invitation.id}
+        return {"invitation": invitation.id}
 
     async def _api_key(self, org_id: uuid.UUID) -> dict[str, uuid.UUID]:
         issued = security.issue_prefixed_token("cgk")

@@ -188,7 +188,7 @@ async def test_logs_are_json_with_request_ids_and_never_a_secret(
     access = [line for line in lines if line["logger"] == "cogumi.access"]
     tagged = [line for line in access if line.get("request_id") == "req-42"]
     assert tagged and tagged[0]["route"] == "/api/projects" and tagged[0]["status"] == 401
-    assert any(line.get("route") == "/api/invitations/{token}" for line in access)
+    assert any(line.get("route") == "/api/invitations/{invitation}" for line in access)
     assert all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
 
 
@@ -210,3 +210,4 @@ def test_url_secrets_are_scrubbed() -> None:
     callback = "GET /api/auth/oidc/callback?code=abc123secretcode&state=xyzstate HTTP/1.1"
     assert "abc123secretcode" not in scrub(callback) and "xyzstate" not in scrub(callback)
     assert scrub("/api/invitations/{token}") == "/api/invitations/{token}"
+    assert scrub("/api/invitations/{invitation}") == "/api/invitations/{invitation}"

@@ -27,6 +27,15 @@ from cogumi.tenancy.schemas import (
 router = APIRouter(prefix="/invitations", tags=["invitations"])
 
 Token = Annotated[str, Path(min_length=16, max_length=128, description="The token from the link.")]
+# Revoking (by id) and previewing (by link token) share one path template, as OpenAPI
+# requires of paths that differ only in a parameter's name: ``/invitations/{invitation}``.
+InvitationId = Annotated[
+    uuid.UUID, Path(alias="invitation", description="The invitation's id (from the list).")
+]
+TokenOfLink = Annotated[
+    str,
+    Path(alias="invitation", min_length=16, max_length=128, description="The token from the link."),
+]
 _GONE: dict[int | str, dict[str, Any]] = {
     410: {"description": "The invitation expired, was used, or was revoked."}
 }
@@ -64,9 +73,9 @@ async def list_invitations(session: DbSession, member: MembersManager) -> list[I
     return [InvitationOut.model_validate(row) for row in rows]
 
 
-@router.delete("/{invitation_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_GONE)
+@router.delete("/{invitation}", status_code=status.HTTP_204_NO_CONTENT, responses=_GONE)
 async def revoke_invitation(
-    invitation_id: uuid.UUID, request: Request, session: DbSession, member: MembersManager
+    invitation_id: InvitationId, request: Request, session: DbSession, member: MembersManager
 ) -> None:
     """Revoke an invitation so its link stops working (OWNER only)."""
     await service_invitations.revoke_invitation(
@@ -74,8 +83,8 @@ async def revoke_invitation(
     )
 
 
-@router.get("/{token}", response_model=InvitationPreviewOut, responses=_GONE)
-async def preview_invitation(token: Token, session: DbSession) -> InvitationPreviewOut:
+@router.get("/{invitation}", response_model=InvitationPreviewOut, responses=_GONE)
+async def preview_invitation(token: TokenOfLink, session: DbSession) -> InvitationPreviewOut:
     """What the link offers: org name, role, invited email, expiry. No sign-in needed."""
     invitation, org = await service_invitations.open_invitation(session, token=token)
     return InvitationPreviewOut(
