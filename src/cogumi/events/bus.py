@@ -95,6 +95,7 @@ class RedisBus:
         self._fanout = _LocalFanout()
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
+        self._publish_failing = False  # log a failing publish once per outage, not per call
 
     async def start(self) -> None:
         self._listener = spawn(self._listen(), name="live-bus-listener")
@@ -106,7 +107,13 @@ class RedisBus:
         try:
             await self._redis.publish(self._channel, run_id.hex)
         except (RedisError, OSError) as exc:
-            log.warning("live bus publish failed (streams will catch up on their timer): %s", exc)
+            if not self._publish_failing:
+                log.warning("live bus cannot publish (streams catch up on their timer): %s", exc)
+            self._publish_failing = True
+            return
+        if self._publish_failing:
+            log.warning("live bus publishes again")
+            self._publish_failing = False
 
     def subscribe(self, run_id: uuid.UUID) -> contextlib.AbstractAsyncContextManager[asyncio.Event]:
         return self._fanout.subscribe(run_id)
