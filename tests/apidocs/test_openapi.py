@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -72,3 +73,12 @@ async def test_real_error_bodies_match_the_documented_ones(
     anonymous = await client.get("/api/projects")
     assert anonymous.status_code == 401
     validator(schema, error_ref(schema, "/api/projects", "get", "4XX")).validate(anonymous.json())
+
+
+async def test_no_two_paths_differ_only_in_a_parameter_name(schema: dict[str, Any]) -> None:
+    """OpenAPI treats /a/{x} and /a/{y} as one path: two such templates make the
+    document invalid and a 405's Allow header disagree with it."""
+    shapes: dict[str, list[str]] = {}
+    for path in schema["paths"]:
+        shapes.setdefault(re.sub(r"\{[^}]+\}", "{}", path), []).append(path)
+    assert [paths for paths in shapes.values() if len(paths) > 1] == []
