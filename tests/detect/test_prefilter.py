@@ -1,15 +1,16 @@
-"""The one-search anchor pre-filter for short texts changes no result: on every
-example of the Nosey Parker set (and on header-like strings) scan_all finds
-exactly what the rule-by-rule scan finds."""
+"""The one-pass anchor search (Aho-Corasick) changes no result: on every example
+of the Nosey Parker set, on header-like strings and on long bodies made of those
+examples, scan_all finds exactly what running each rule from every place
+``str.find`` finds one of its anchors finds."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
-
 from cogumi.detect import secrets
+from cogumi.detect.match import SecretMatch
+from cogumi.detect.rules import RULES
 
 DATASET = Path(__file__).parents[3] / "shared" / "datasets" / "noseyparker-secret-examples"
 
@@ -17,19 +18,37 @@ HEADER_LIKE = [
     "127.0.0.1:8080", "text/plain", "keep-alive", "application/json; charset=utf-8",
     "Bearer sk-proj-Q7rT2vX9kL4mN8pB3cF6hJ1wZ5yA0dE2gH4jK6mP8sU0wY", "gzip, deflate",
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0",
-    "/v1/chat/completions?api_key=AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY", "x" * 128,
+    "/v1/chat/completions?api_key=AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY", "x" * 1024,
+    "ÉTÉ İstanbul ǅ sk-ant-api03-" + "Ab1" * 30,  # lowering that changes lengths
 ]  # fmt: skip
 
 
-def texts() -> list[str]:
+def reference_scan(text: str) -> list[SecretMatch]:
+    low = secrets._lower_same_length(text)
+    hits: list[SecretMatch] = []
+    for rule in RULES:
+        found: set[int] = set()
+        for anchor in rule.anchors:
+            pos = low.find(anchor)
+            while pos != -1:
+                found.add(pos)
+                pos = low.find(anchor, pos + 1)
+        if found:
+            hits.extend(secrets._rule_hits(rule, text, sorted(found)))
+    hits.extend(secrets._structural_hits(text))
+    return hits
+
+
+def samples() -> list[str]:
     lines = (DATASET / "secret_examples.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line)["text"] for line in lines] + HEADER_LIKE
+    examples = [json.loads(line)["text"] for line in lines]
+    bodies = ["\n".join(examples[i : i + 40]) for i in range(0, len(examples), 40)]
+    return examples + HEADER_LIKE + bodies
 
 
-def test_prefilter_changes_no_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    samples = texts()
-    assert sum(len(t) <= secrets.SHORT_TEXT for t in samples) > 300, "the short path is exercised"
-    fast = [secrets.scan_all(t) for t in samples]
-    monkeypatch.setattr(secrets, "SHORT_TEXT", -1)  # every text takes the rule-by-rule path
-    assert fast == [secrets.scan_all(t) for t in samples]
-    assert sum(map(len, fast)) > 200, "and the set has plenty of hits to compare"
+def test_one_pass_anchor_search_changes_no_result() -> None:
+    texts = samples()
+    found = [secrets.scan_all(t) for t in texts]
+    assert found == [reference_scan(t) for t in texts]
+    assert sum(map(len, found)) > 300, "the set has plenty of hits to compare"
+    assert max(map(len, texts)) > 2000, "and long bodies as well as short strings"
