@@ -341,10 +341,13 @@ async def record_heartbeat(
     token's ``events_dropped``; also says whether a campaign of the project is running."""
     if project_id != token.project_id:
         raise Forbidden("this sidecar token belongs to another project", field="project_id")
+    # The token row first, then its status row: the order ingest takes them in. The
+    # other order deadlocks (on PostgreSQL) with a batch of the same sidecar.
+    token.last_seen_at = utcnow()
+    await session.flush()
     previous = dict((await _locked_status(session, token)).counters or {})
     status = await _touch_status(session, token=token, heartbeat=heartbeat)
     status.counters = {**status.counters, "started_at": heartbeat.started_at}
-    token.last_seen_at = utcnow()
     newly_dropped = dropped_since(previous, heartbeat)
     token.events_dropped += sum(newly_dropped.values())
     active = await _run_active(session, project_id=project_id, run_id=None)
