@@ -115,9 +115,13 @@ class Policy:
 
 
 @lru_cache(maxsize=4096)
-def _is_sink(host: str, rules: DestinationRules) -> bool:
+def _classify(host: str, rules: DestinationRules) -> DestinationClass:
     """Asked on every request before any byte goes out, so cached per host."""
-    return classify(host, rules) is DestinationClass.attacker_sink
+    return classify(host, rules)
+
+
+def _is_sink(host: str, rules: DestinationRules) -> bool:
+    return _classify(host, rules) is DestinationClass.attacker_sink
 
 
 # --- request line and headers -------------------------------------------------
@@ -258,7 +262,7 @@ def exchange_event(ex: Exchange, policy: Policy) -> dict[str, Any]:
     resp_headers, resp_header_matches = redact_headers(ex.response_headers)
     req_body, req_body_matches = _redacted_body(ex.request_body)
     resp_body, resp_body_matches = _redacted_body(ex.response_body)
-    classification = classify(ex.host, policy.rules)
+    classification = _classify(ex.host, policy.rules)
     target = f"{ex.host}:{ex.port}" if ex.is_tunnel or ex.port != 80 else ex.host
     payload: dict[str, Any] = {
         "summary": _summary(ex, target),
