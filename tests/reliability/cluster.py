@@ -38,7 +38,7 @@ import asyncio
 import shutil
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,7 @@ class Cluster:
     orgs: list[Org] = field(default_factory=list)
     projects: list[Project] = field(default_factory=list)
     retired: list[Proc] = field(default_factory=list)  # killed workers, kept for their logs
+    agent_args: list[str] = field(default_factory=list)  # added to every demo agent's argv
 
     # --- addresses and processes ---------------------------------------------
 
@@ -253,7 +254,7 @@ class Cluster:
                               DEMO_AGENT_SECRET=secret)  # fmt: skip
         agent = self._proc(f"agent-{index:02d}-{name}", [
             COGUMI, "demo-agent", "--listen", f"127.0.0.1:{agent_port}", *args,
-            "--log-level", "warning"], agent_env)  # fmt: skip
+            *self.agent_args, "--log-level", "warning"], agent_env)  # fmt: skip
         sidecar_env = clean_env(
             SIDECAR_TOKEN=token.json()["token"], PROJECT_ID=project_id,
             INGEST_URL=self.url(ingest), BATCH_FLUSH_MS="200", HEARTBEAT_INTERVAL_SEC="1",
@@ -356,13 +357,27 @@ class Cluster:
 
 
 async def start_cluster(
-    tmp: Path, *, serves: int = 2, workers: int = 2, orgs: int = 5, projects: int = 20
+    tmp: Path,
+    *,
+    serves: int = 2,
+    workers: int = 2,
+    orgs: int = 5,
+    projects: int = 20,
+    env: Mapping[str, str] | None = None,
+    agent_args: Sequence[str] = (),
 ) -> Cluster:
-    """Bring the whole deployment up (see the module docstring); closes it if start-up fails."""
+    """Bring the whole deployment up (see the module docstring); closes it if start-up fails.
+
+    ``env`` overrides the processes' settings (a benchmark restores production
+    lease and reaper intervals); ``agent_args`` go to every demo agent (e.g.
+    ``["--latency-ms", "100"]``).
+    """
     database_url = await asyncio.to_thread(create_pg_database)
     try:
         _run_outside_loop(upgrade, database_url)
         cluster = _new_cluster(tmp, database_url)
+        cluster.env.update(env or {})
+        cluster.agent_args = list(agent_args)
     except BaseException:
         await asyncio.to_thread(drop_pg_database, database_url)
         raise
