@@ -2,8 +2,10 @@
 
 Writers call :func:`publish` inside their own transaction; the message gets
 the run's next stream ``seq`` and the bus is notified only after the commit
-(so a woken reader always finds the row). Readers resume from any
-``Last-Event-ID`` by reading ``seq > id`` from the table.
+(so a woken reader always finds the row), carrying the message itself. A
+stream that is up to date sends carried messages at once; on a gap, a
+``run.status`` message or its slow timer it reads the table. Readers resume
+from any ``Last-Event-ID`` by reading ``seq > id`` from the table.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sqlalchemy import event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from cogumi.events.bus import LiveBus
+from cogumi.events.bus import LiveBus, LiveMessage, Subscription
 from cogumi.events.models import StreamMessage
 from cogumi.runs.models import Run, RunStatus
 from cogumi.tasks import spawn
@@ -55,16 +57,19 @@ async def publish(
             id=uuid.uuid4(), org_id=org_id, run_id=run_id, seq=seq, kind=kind, data=data
         )
     )
-    pending: set[tuple[LiveBus, uuid.UUID]] = session.sync_session.info.setdefault(_PENDING, set())
-    pending.add((bus, run_id))
+    # Carried as the table will give it back (a JSON round trip), in commit order.
+    carried = LiveMessage(int(seq), kind, json.loads(json.dumps(data)))
+    pending: dict[tuple[LiveBus, uuid.UUID], list[LiveMessage]]
+    pending = session.sync_session.info.setdefault(_PENDING, {})
+    pending.setdefault((bus, run_id), []).append(carried)
     return int(seq)
 
 
 @event.listens_for(Session, "after_commit")
 def _notify_after_commit(session: Session) -> None:
-    pending: set[tuple[LiveBus, uuid.UUID]] = session.info.pop(_PENDING, set())
-    for bus, run_id in pending:
-        spawn(bus.notify(run_id), name="live-notify")
+    pending: dict[tuple[LiveBus, uuid.UUID], list[LiveMessage]] = session.info.pop(_PENDING, {})
+    for (bus, run_id), messages in pending.items():
+        spawn(bus.notify(run_id, messages), name="live-notify")
 
 
 @event.listens_for(Session, "after_rollback")
@@ -96,20 +101,46 @@ async def sse_messages(
     poll_sec: float = 15.0,
 ) -> AsyncIterator[dict[str, str]]:
     """SSE items for a run from ``after`` on; ends once the run is over and all is sent."""
-    async with bus.subscribe(run_id) as wake:
+    async with bus.subscribe(run_id) as subscription:
+        read = True  # the table first: the backlog, and whether the run is over
         while True:
-            wake.clear()  # before reading, so a notify during the read is not lost
-            messages, status = await read_after(sessionmaker, run_id=run_id, after=after)
-            for message in messages:
-                after = message.seq
-                yield {
-                    "id": str(message.seq),
-                    "event": message.kind,
-                    "data": json.dumps(message.data),
-                }
-            if len(messages) == READ_BATCH:
+            subscription.clear()  # before reading, so a notify meanwhile is not lost
+            if read:
+                messages, status = await read_after(sessionmaker, run_id=run_id, after=after)
+                for message in messages:
+                    after = message.seq
+                    yield _item(message.seq, message.kind, message.data)
+                if len(messages) == READ_BATCH:
+                    continue
+                if status is None or status in TERMINAL:
+                    return
+            carried, read = _carried(subscription, after)
+            for live in carried:
+                after = live.seq
+                yield _item(live.seq, live.kind, live.data)
+            if carried or read:
                 continue
-            if status is None or status in TERMINAL:
-                return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=poll_sec)
+                await asyncio.wait_for(subscription.wait(), timeout=poll_sec)
+            read = not subscription.messages  # woken without messages, or the slow timer
+
+
+def _carried(subscription: Subscription, after: int) -> tuple[list[LiveMessage], bool]:
+    """The carried messages that follow ``after`` without a gap, and whether the
+    table must be read (a gap, or a ``run.status`` that may end the run)."""
+    out: list[LiveMessage] = []
+    while subscription.messages:
+        message = subscription.messages.popleft()
+        if message.seq <= after:
+            continue  # already sent (read from the table)
+        if message.seq != after + 1:
+            return out, True
+        out.append(message)
+        after = message.seq
+        if message.kind == "run.status":
+            return out, True
+    return out, False
+
+
+def _item(seq: int, kind: str, data: dict[str, Any]) -> dict[str, str]:
+    return {"id": str(seq), "event": kind, "data": json.dumps(data)}
