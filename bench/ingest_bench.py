@@ -155,6 +155,27 @@ async def send_all(base: str, project_id: uuid.UUID, token: str, total: int) -> 
         return time.perf_counter() - started
 
 
+async def keep_sending(base: str, project_id: uuid.UUID, token: str, seconds: float) -> int:
+    """Background load for other benchmarks: 8 senders post batches for ``seconds``;
+    returns the events sent."""
+    template = encoded_batches(project_id, BATCH)[0]
+    marker = json.loads(template)["batch_id"].encode()
+    deadline, sent = time.monotonic() + seconds, 0
+    headers = {"X-Sidecar-Token": token, "Content-Type": "application/json"}
+
+    async def sender(client: httpx.AsyncClient) -> None:
+        nonlocal sent
+        while time.monotonic() < deadline:
+            body = template.replace(marker, uuid.uuid4().hex.encode())
+            response = await client.post("/api/ingest/events", content=body)
+            assert response.status_code == 200, response.text
+            sent += BATCH
+
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, trust_env=False) as c:
+        await asyncio.gather(*(sender(c) for _ in range(SENDERS)))
+    return sent
+
+
 async def sender_warmup(client: httpx.AsyncClient, project_id: uuid.UUID) -> None:
     body = {
         "project_id": str(project_id),
@@ -313,7 +334,17 @@ async def main() -> None:
     parser.add_argument(
         "--workers", default="1", help="`serve --workers` values to measure, e.g. 1,2 (>1: Redis)"
     )
+    parser.add_argument("--load-against", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--token", help=argparse.SUPPRESS)
+    parser.add_argument("--project", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=60.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.load_against:  # background load for bench/sse_bench.py --ingest-load
+        sent = await keep_sending(
+            args.load_against, uuid.UUID(args.project), args.token, args.seconds
+        )
+        print(json.dumps({"events_sent": sent}))
+        return
     results: dict[str, Any] = {"cpus": os.cpu_count(), "load_average": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         for store in args.stores.split(","):
