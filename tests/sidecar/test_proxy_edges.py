@@ -415,3 +415,22 @@ async def test_a_pooled_connection_reads_again_and_carries_nothing_over() -> Non
         transport.write(b"x" * (16 * 1024 * 1024))  # the origin reads none of it
         pool.put(upstream)
         assert pool.take(key) is None and upstream.closed, "unsent bytes: not reusable"
+
+
+async def test_a_stalled_request_body_is_cut_and_recorded(
+    make_sidecar: SidecarFactory, ingest: tuple[Ingest, Served]
+) -> None:
+    recorder, _ = ingest
+    async with (
+        scripted_origin(echo_path) as (port, _),
+        make_sidecar(client_idle_timeout=0.3) as sidecar,
+    ):
+        reader, writer = await connect(sidecar)
+        writer.write(f"POST http://127.0.0.1:{port}/stall HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Length: 100\r\n\r\n0123456789".encode())  # fmt: skip
+        async with asyncio.timeout(5):
+            assert await reader.read() == b"", "the sidecar hangs up"
+        [event] = await recorder.wait_events(1)
+    assert event["error"] == "client_timeout"
+    assert event["http"]["bytes_out"] == 10
+    assert event["payload_redacted"]["body_redacted_preview"] == "0123456789"
