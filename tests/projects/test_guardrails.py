@@ -49,6 +49,24 @@ async def test_enable_requires_all_three_confirmations(accounts: Accounts, sessi
     assert await audit_rows(sessionmaker, owner.org_id, "project.prod_override_enabled") == []
 
 
+@pytest.mark.parametrize("loose", [1, "yes", "true", "on"])
+async def test_a_confirmation_is_true_itself(accounts: Accounts, loose: object) -> None:
+    """``1`` or ``"yes"`` is not an explicit confirmation (they were coerced to true)."""
+    owner = await accounts.signup()
+    project = await create_project(owner.client, environment="prod")
+    url = f"/api/projects/{project['id']}/prod-override"
+    sloppy = {**ALL_CONFIRMED, "accepts_unsafe_behaviour": loose}
+    response = await owner.client.post(url, json={"enabled": True, "confirmations": sloppy})
+    assert response.status_code == 422, response.text
+    assert [f["field"] for f in response.json()["fields"]] == [
+        "confirmations.accepts_unsafe_behaviour"
+    ]
+    flag = await owner.client.post(url, json={"enabled": 1, "confirmations": ALL_CONFIRMED})
+    assert flag.status_code == 422
+    unchanged = (await owner.client.get(f"/api/projects/{project['id']}")).json()
+    assert unchanged["prod_override_enabled"] is False
+
+
 async def test_enable_records_who_and_when_then_disable_clears(
     accounts: Accounts, sessionmaker
 ) -> None:  # type: ignore[no-untyped-def]

@@ -122,6 +122,9 @@ async def test_validation_names_the_field(accounts: Accounts) -> None:
         ({**hook_body(URL), "min_severity": "severe"}, "min_severity"),
         ({**hook_body(URL), "format": "teams"}, "format"),
         ({**hook_body(URL), "secret": "mine"}, "secret"),
+        # A flag is true or false, not "false" (which lax parsing read as False) or 0.
+        ({**hook_body(URL), "enabled": "false"}, "enabled"),
+        ({**hook_body(URL), "enabled": 0}, "enabled"),
     ]
     for body, name in cases:
         response = await owner.client.post("/api/webhooks", json=body)
@@ -132,6 +135,8 @@ async def test_validation_names_the_field(accounts: Accounts) -> None:
     hook = (await owner.client.post("/api/webhooks", json=hook_body(URL))).json()
     response = await owner.client.patch(f"/api/webhooks/{hook['id']}", json={"name": None})
     assert response.status_code == 422 and response.json()["fields"][0]["field"] == "name"
+    rotate = await owner.client.patch(f"/api/webhooks/{hook['id']}", json={"rotate_secret": 1})
+    assert rotate.status_code == 422 and rotate.json()["fields"][0]["field"] == "rotate_secret"
     events = {**hook_body(URL), "events": ["finding.created", "finding.created"]}
     assert (await owner.client.post("/api/webhooks", json=events)).json()["events"] == [
         "finding.created"

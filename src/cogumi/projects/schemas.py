@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import AfterValidator, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StrictBool, StringConstraints, field_validator
 
 from cogumi.projects import urlguard
 from cogumi.projects.models import Environment, TokenStatus
@@ -253,19 +253,21 @@ class ProjectList(Output):
 
 
 class ProdConfirmations(Input):
-    not_customer_facing: bool = Field(
+    """Each must be the JSON ``true`` itself: ``1`` or ``"yes"`` is no explicit confirmation."""
+
+    not_customer_facing: StrictBool = Field(
         default=False, description="This environment does not serve customer-facing traffic."
     )
-    no_real_customer_secrets: bool = Field(
+    no_real_customer_secrets: StrictBool = Field(
         default=False, description="No real customer secrets are present in this environment."
     )
-    accepts_unsafe_behaviour: bool = Field(
+    accepts_unsafe_behaviour: StrictBool = Field(
         default=False, description="Adversarial prompts may trigger unsafe agent behaviour."
     )
 
 
 class ProdOverrideIn(Input):
-    enabled: bool
+    enabled: StrictBool
     confirmations: ProdConfirmations | None = None
 
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StrictBool, StringConstraints, field_validator
 
 from cogumi.runs.models import Severity
 from cogumi.schemas import Input, Name, Output
@@ -28,7 +28,7 @@ class WebhookIn(Input):
     events: list[EventType] = Field(min_length=1, max_length=3, description=EVENTS_HELP)
     min_severity: Severity = Field(default=Severity.info, description=SEVERITY_HELP)
     format: PayloadFormat = Field(default=PayloadFormat.json, description=FORMAT_HELP)
-    enabled: bool = True
+    enabled: StrictBool = True
 
     _dedupe = field_validator("events")(_unique)
 
@@ -41,8 +41,8 @@ class WebhookPatch(Input):
     )
     min_severity: Severity | None = Field(default=None, description=SEVERITY_HELP)
     format: PayloadFormat | None = Field(default=None, description=FORMAT_HELP)
-    enabled: bool | None = None
-    rotate_secret: bool = Field(
+    enabled: StrictBool | None = None
+    rotate_secret: StrictBool = Field(
         default=False, description="Replace the signing secret; the new one is shown once."
     )
 
