@@ -14,12 +14,12 @@ import asyncio
 from typing import TYPE_CHECKING, Final, cast
 
 from cogumi.sidecar.core import Exchange, Policy
-from cogumi.sidecar.forward import Job, simple_response
+from cogumi.sidecar.jobs import Job, simple_response
 from cogumi.sidecar.upstream import WRITE_HIGH, UpstreamError, connect
 from cogumi.tasks import spawn
 
 if TYPE_CHECKING:
-    from cogumi.sidecar.proxy import ClientConn
+    from cogumi.sidecar.client import ClientConn
 
 ESTABLISHED: Final = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 WAIT_MAX: Final = 256 * 1024
