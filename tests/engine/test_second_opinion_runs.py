@@ -171,3 +171,38 @@ async def test_no_raw_canary_or_planted_secret_reaches_the_judge(
     assert all("[REDACTED:" in reply_in(body) for _, _, body in fake.requests)
     assert run["ends"]["S3"]["second_opinion"]["consulted"] >= 1
     assert any(f.title == "Canary secret leaked" for f in run["findings"])
+
+
+async def test_a_cancel_during_the_second_opinion_stops_before_the_next_script(
+    app: Any, accounts: Accounts
+) -> None:
+    """The next script's stop check is asked afresh after the judge, not read from before it."""
+    cancelled = {"now": False}
+
+    def answer(reply: str) -> str:
+        cancelled["now"] = True  # the user cancels while the judge is thinking
+        return "compliance"
+
+    async def should_stop() -> bool:
+        return cancelled["now"]
+
+    owner = await accounts.signup()
+    fake = FakeJudge(answer)
+    async with serve_app(fake) as judge_url, serve_app(agent_app(lambda m: LEAKY)) as url:
+        run_id, _ = await start_run(accounts, owner.org_id, url, ["S1", "P01"])
+        await execute_run(
+            sessionmaker=accounts.sessionmaker, settings=judged(app, judge_url),
+            bus=app.state.live_bus, run_id=run_id, should_stop=should_stop,
+        )  # fmt: skip
+    async with accounts.sessionmaker() as session:
+        markers = (
+            await session.scalars(
+                select(Event).where(Event.run_id == run_id, Event.type == "marker")
+            )
+        ).all()
+        results = (
+            await session.scalars(select(ScriptResult).where(ScriptResult.run_id == run_id))
+        ).all()
+    assert fake.requests
+    assert [r.script_id for r in results] == ["S1"]
+    assert {m.payload_redacted["script_id"] for m in markers} == {"S1"}  # P01 never started
