@@ -10,6 +10,9 @@ c=32; each with its ratio to direct and the target it is held to.
 Usage: python bench/sidecar_bench.py [--quick] [--seconds N] [--rounds N]
 [--record-all] [--sidecar-arg=--flag ...] [--processes N]
 
+``sidecar_cpu_ms_per_op`` is the sidecar's CPU per request, per tunnel or per
+10 MiB download: the figure that depends least on how busy the machine is.
+
 Each figure is measured in ``--rounds`` rounds of a direct phase and a
 sidecar phase back to back (the order alternates), and the report gives the
 medians and the median of the per-round ratios: a machine whose load drifts
@@ -342,6 +345,8 @@ def summarize(rounds: list[dict[str, Any]], target: float | None) -> dict[str, A
         for side in ("direct", "sidecar"):
             summary[f"{side}_p50_ms"] = median(side, "p50_ms")
             summary[f"{side}_p99_ms"] = median(side, "p99_ms")
+    per_op = [r["sidecar"]["sidecar_cpu_sec"] / r["sidecar"]["requests"] * 1000 for r in rounds]
+    summary["sidecar_cpu_ms_per_op"] = round(statistics.median(per_op), 4)
     if target is not None:
         summary["target"], summary["met"] = target, summary["ratio"] >= target
     summary["rounds"] = rounds
