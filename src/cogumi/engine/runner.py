@@ -467,10 +467,9 @@ class Campaign:
 
     async def aclose(self) -> None:
         """Close the agent adapter and the judge's client; drop an unread stop check."""
-        if self._next_stop is not None:
-            self._next_stop.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._next_stop
+        if self._next_stop is not None:  # a quick read: let it finish rather than cut it
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._next_stop, timeout=5)
             self._next_stop = None
         await self.adapter.aclose()
         if self.second_opinion is not None:
