@@ -348,11 +348,18 @@ class Cluster:
             return list((await conn.execute(text(query), params)).all())
 
     async def close(self) -> None:
+        """Stop everything, outside in: agents and sidecars first (a sidecar flushes to a
+        serve that is still up), then workers, serves, Redis."""
         for org in self.orgs:
             await org.client.aclose()
-        procs = [p for p in self.procs() if p is not self.redis]
-        await asyncio.gather(*(p.stop(timeout=10) for p in procs), return_exceptions=True)
-        await self.redis.stop()
+        tiers = [
+            [proc for p in self.projects for proc in (p.agent, p.sidecar)],
+            [w.proc for w in self.workers],
+            [s.proc for s in self.serves],
+            [self.redis],
+        ]
+        for tier in tiers:
+            await asyncio.gather(*(p.stop(timeout=10) for p in tier), return_exceptions=True)
         await self.engine.dispose()
 
 
