@@ -283,3 +283,11 @@ async def test_nul_in_event_text_is_422_naming_the_field_but_kept_in_the_payload
             await session.scalars(select(Event).where(Event.project_id == sidecar.project_id))
         ).all()
         assert event.payload_redacted["body_redacted_preview"] == "a\x00b"
+
+
+def test_event_ids_are_random_version_4_uuids() -> None:
+    ids = ingest.new_ids(500)
+    parsed = [uuid.UUID(hex=value) for value in ids]
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert all(value == u.hex for value, u in zip(ids, parsed, strict=True))
+    assert len(set(ids)) == 500

@@ -27,16 +27,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Table, and_, case, select, update
+from sqlalchemy import DateTime, Table, and_, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -212,7 +213,7 @@ class Prepared:
     sizes: list[int]  # characters of each stored payload (the storage estimate)
     run_value: Callable[[uuid.UUID], Any]
     # What the story builder needs (read only for batches with policy violations).
-    ids: list[uuid.UUID]
+    ids: list[str]  # the events' ids, 32 hex digits
     types: list[str]
     timestamps: list[datetime]
     payloads: list[dict[str, Any]]  # as stored
@@ -231,13 +232,36 @@ def _identity(value: Any) -> Any:
 def _converters(dialect: Dialect) -> dict[str, Callable[[Any], Any]]:
     """Each column's bind processor for ``dialect`` (identity where it has none).
 
-    The JSON columns are left out: :func:`prepare` hands the driver their text.
+    The JSON columns are left out (:func:`prepare` hands the driver their text), and
+    so is ``id`` (made as hex digits, the form both drivers take).
     """
     return {
         column.name: column.type._cached_bind_processor(dialect) or _identity
         for column in _EVENTS.columns
-        if column.name not in ("payload_redacted", "matches")
+        if column.name not in ("payload_redacted", "matches", "id")
     }
+
+
+@cache
+def _timestamp(dialect: Dialect) -> Callable[[datetime], Any]:
+    """The ``ts`` column's processor, skipping the UTC conversion when there is none
+    to make (a sidecar's timestamps are UTC)."""
+    stored = DateTime(timezone=True)._cached_bind_processor(dialect) or _identity
+
+    def process(ts: datetime) -> Any:
+        return stored(ts.astimezone(UTC) if ts.utcoffset() else ts)
+
+    return process
+
+
+def new_ids(count: int) -> list[str]:
+    """``count`` random version-4 UUIDs as 32 hex digits, made in one go (a third of
+    the cost of :func:`uuid.uuid4` each)."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])  # version 4
+    raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])  # RFC 4122 variant
+    digits = raw.hex()
+    return [digits[i : i + 32] for i in range(0, 32 * count, 32)]
 
 
 def _payload_text(payload: dict[str, Any], index: int) -> tuple[dict[str, Any], str, bytes]:
@@ -258,22 +282,22 @@ def prepare(
 ) -> Prepared:
     """Every stored value of every event, computed once and outside any transaction."""
     convert = _converters(dialect)
-    new_id, ts_value, duration = convert["id"], convert["ts"], convert["duration_ms"]
+    ts_value, duration = _timestamp(dialect), convert["duration_ms"]
     org = convert["org_id"](token.org_id)
     project = convert["project_id"](token.project_id)
     sidecar = convert["sidecar_token_id"](token.id)
     received = convert["received_at"](received_at)
     rows: list[list[Any]] = []
     sizes: list[int] = []
-    ids: list[uuid.UUID] = []
+    ids = new_ids(len(batch.events))
     timestamps: list[datetime] = []
     payloads: list[dict[str, Any]] = []
     for index, event in enumerate(batch.events):
         payload, text, data = _payload_text(event.payload_redacted, index)
         ts = event.ts if event.ts.tzinfo else event.ts.replace(tzinfo=received_at.tzinfo)
-        dest, http, event_id = event.destination, event.http, uuid.uuid4()
+        dest, http = event.destination, event.http
         rows.append([
-            new_id(event_id), org, project, None, None, ts_value(ts), received,
+            ids[index], org, project, None, None, ts_value(ts), received,
             event.channel, event.type, event.actor,
             *(_destination(dest) if dest else (None,) * 5),
             *(_http(http, duration) if http else (None,) * 5),
@@ -281,7 +305,6 @@ def prepare(
             hashlib.sha256(data).hexdigest(), event.error, sidecar,
         ])  # fmt: skip
         sizes.append(len(text))
-        ids.append(event_id)
         timestamps.append(ts)
         payloads.append(payload)
     return Prepared(
@@ -550,7 +573,7 @@ async def _policy_steps(
     run = await session.get(Run, run_id)
     assert run is not None
     events: list[dict[str, Any]] = [
-        {"id": str(prepared.ids[i]), "seq": first + i, "type": prepared.types[i],
+        {"id": str(uuid.UUID(hex=prepared.ids[i])), "seq": first + i, "type": prepared.types[i],
          "ts": prepared.timestamps[i], "payload_redacted": prepared.payloads[i]}
         for i in range(kept)
     ]  # fmt: skip
