@@ -389,7 +389,7 @@ class _SqliteConnection:
 
     async def _begin(self) -> None:
         """Take the write lock without blocking the loop: on SQLITE_BUSY, sleep and retry."""
-        deadline, delay = time.monotonic() + _BUSY_WAIT_SEC, 0.0005
+        deadline, delay = time.monotonic() + _BUSY_WAIT_SEC, 0.0002
         while True:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -400,7 +400,7 @@ class _SqliteConnection:
                 if time.monotonic() > deadline:
                     raise
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.02)
+            delay = min(delay * 2, 0.004)  # a batch holds the lock a few ms: look again soon
 
     def _store(self, ref: SidecarRef, prepared: Prepared, target: Target) -> IngestResult | None:
         """The whole write, synchronous: no other coroutine runs inside the transaction."""
