@@ -307,10 +307,13 @@ class SqliteFastPath:
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
-            db = sqlite3.connect(self._database, isolation_level=None, check_same_thread=False)
-            for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL",
-                           "busy_timeout=0"):  # fmt: skip
-                db.execute(f"PRAGMA {pragma}")
+            # Never wait inside the driver (that would block the loop): timeout 0, and no
+            # journal_mode change (the engine made the file WAL; setting it can wait).
+            db = sqlite3.connect(
+                self._database, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA synchronous=NORMAL")
             self._db = db
         return self._db
 
