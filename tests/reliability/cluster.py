@@ -79,15 +79,22 @@ PROFILES: list[tuple[str, list[str], set[str]]] = [
 ]
 
 
-def scripts_without(categories: set[str]) -> list[str]:
+def scripts_without(categories: Iterable[str]) -> list[str]:
     """Every built-in script except those whose technique is in one of ``categories``.
 
     Dropping whole categories keeps a profile's expected findings exact: they
     are the profile's categories minus the dropped ones.
     """
-    library = load_builtin()
+    library, dropped = load_builtin(), set(categories)
     return [s for s in ALL_SCRIPTS
-            if library.technique_of(library.scripts[s]).category not in categories]  # fmt: skip
+            if library.technique_of(library.scripts[s]).category not in dropped]  # fmt: skip
+
+
+# The fault scenarios run shorter campaigns: whole categories left out (see
+# scripts_without), memory poisoning always, because it changes the agent's own
+# state and a retried run (same run id) would meet an agent the lost attempt poisoned.
+FAULT_DROPPED = frozenset({"memory_poisoning", "jailbreak", "data_exfiltration",
+                           "privilege_escalation"})  # fmt: skip
 
 
 @dataclass
@@ -216,8 +223,8 @@ class Cluster:
         """Register an owner through the API, then mint an ADMIN API key for machine calls."""
         email = unique_email("reliability")
         async with httpx.AsyncClient(base_url=self.url(), trust_env=False, timeout=30) as web:
-            me = await web.post("/api/auth/register",
-                                json={"email": email, "password": PASSWORD, "org_name": name})  # fmt: skip
+            body = {"email": email, "password": PASSWORD, "org_name": name}
+            me = await web.post("/api/auth/register", json=body)
             assert me.status_code == 201, me.text
             web.headers["X-CSRF-Token"] = me.json()["csrf_token"]
             key = await web.post("/api/api-keys", json={"name": "reliability", "role": "ADMIN"})

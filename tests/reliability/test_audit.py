@@ -85,7 +85,8 @@ async def test_no_raw_secret_and_no_cross_org_reference(cluster: Cluster) -> Non
     logs = {proc.name: proc.log.read_text(errors="replace") for proc in cluster.procs()
             if proc.name.startswith(("serve", "worker", "sidecar"))}  # fmt: skip
     in_logs = {f"{label} in {name}" for name, text in logs.items()
-               for label, value in secrets.items() if any(n in text for n in _needles(value))}  # fmt: skip
+               for label, value in secrets.items()
+               if any(n in text for n in _needles(value))}  # fmt: skip
     assert not in_logs
     # Not vacuous: leaked keys reached the database, hashed.
     hashed = [p.sidecar.name for p in cluster.projects

@@ -29,7 +29,8 @@ async def test_twenty_campaigns_at_once_match_the_single_process_engine(cluster:
                      for r, v in final.items() if v.status.value != "completed"}  # fmt: skip
     assert not not_completed
     found = await checks.categories(cluster, runs)
-    wrong = {f"{p.sidecar.name} {p.profile}": {"expected": sorted(p.expected), "found": sorted(found[r])}
+    wrong = {f"{p.sidecar.name} {p.profile}":
+             {"expected": sorted(p.expected), "found": sorted(found[r])}
              for r, p in runs.items() if found[r] != p.expected}  # fmt: skip
     assert not wrong
     claimed = checks.claims(cluster)
