@@ -294,3 +294,24 @@ def test_event_ids_are_random_version_4_uuids() -> None:
     assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in parsed)
     assert all(value == u.hex for value, u in zip(ids, parsed, strict=True))
     assert len(set(ids)) == 500
+
+
+async def test_the_sidecar_probe_looks_at_the_runs_own_project_only(accounts: Accounts) -> None:
+    from cogumi.events.service import reserve_seq_and_probe
+
+    owner = await accounts.signup()
+    shipping = await project_with_token(accounts, owner.org_id)
+    quiet = await project_with_token(accounts, owner.org_id)
+    await running_run(accounts, shipping)
+    quiet_run = await running_run(accounts, quiet)
+    response = await shipping.client.post(
+        "/api/ingest/events", json=batch(shipping, [http_event(1)])
+    )
+    assert response.status_code == 200  # the shipping project now has a status row
+    async with transaction(accounts.sessionmaker) as session:
+        first, seen = await reserve_seq_and_probe(session, run_id=quiet_run, count=2)
+    assert (first, seen) == (1, False)
+    await quiet.client.post("/api/ingest/events", json=batch(quiet, [http_event(2)]))
+    async with transaction(accounts.sessionmaker) as session:
+        first, seen = await reserve_seq_and_probe(session, run_id=quiet_run, count=1)
+    assert (first, seen) == (4, True)

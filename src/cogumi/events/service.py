@@ -152,9 +152,14 @@ async def _reserve(
     # A Core update: the ORM's bulk-update bookkeeping costs more than the statement.
     returned: list[Any] = [_RUNS.c.last_seq]
     if probe:
+        # The run's project through its own subquery: SQLite renders RETURNING columns
+        # unqualified, so a subquery correlated to the updated row would compare
+        # sidecar_status.project_id with itself (true whenever any sidecar shipped).
+        run = _RUNS.alias("probed_run")
+        project = select(run.c.project_id).where(run.c.id == run_id).scalar_subquery()
         returned.append(
             select(_SIDECAR_STATUS.c.token_id)
-            .where(_SIDECAR_STATUS.c.project_id == _RUNS.c.project_id)
+            .where(_SIDECAR_STATUS.c.project_id == project)
             .exists()
         )
     row = (
