@@ -62,14 +62,6 @@ async def _ready(cluster: Cluster, serve: int) -> bool:
     return (await _readiness(cluster, serve)).status_code == 200
 
 
-async def _sidecar_events_since(cluster: Cluster, since: object) -> int:
-    rows = await cluster.sql(
-        "SELECT count(*) FROM events WHERE sidecar_token_id IS NOT NULL AND received_at > :t",
-        t=since,
-    )
-    return int(rows[0][0])
-
-
 @contextlib.asynccontextmanager
 async def _probe_run(cluster: Cluster, project: Project) -> AsyncIterator[uuid.UUID]:
     """A running run no worker executes (its lease far away), so its stream stays open."""
@@ -135,7 +127,7 @@ async def test_redis_outage_is_survived_without_operator_action(cluster: Cluster
     log_offsets = {w.proc.name: w.proc.log.stat().st_size for w in cluster.workers}
 
     await cluster.stop_redis()
-    stopped_at, stopped_ts = time.monotonic(), utcnow()
+    stopped_at = time.monotonic()
     for serve in range(len(cluster.serves)):
         await until(lambda s=serve: _down_named(cluster, s), timeout=15,
                     what=f"serve-{serve} readiness to name queue and live_bus")  # fmt: skip
@@ -146,8 +138,17 @@ async def test_redis_outage_is_survived_without_operator_action(cluster: Cluster
                                json={"email": owner.email, "password": PASSWORD})  # fmt: skip
     assert login.status_code == 200, login.text
 
+    # Traffic through a sidecar now is stored now (the sidecar answers the sink itself).
+    probe_path = f"/outage-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(proxy=f"http://127.0.0.1:{spare.sidecar_port}",
+                                 trust_env=False, timeout=10) as agent:  # fmt: skip
+        assert (
+            await agent.post(f"http://attacker-sink.local{probe_path}", content=b"x")
+        ).is_success
+
     async def ingested_meanwhile() -> bool:
-        return await _sidecar_events_since(cluster, stopped_ts) > 0
+        rows = await cluster.sql("SELECT count(*) FROM events WHERE dest_path = :p", p=probe_path)
+        return bool(rows[0][0])
 
     await until(ingested_meanwhile, timeout=OUTAGE_SEC, what="ingest while Redis is down")
     await asyncio.sleep(max(0.0, OUTAGE_SEC - (time.monotonic() - stopped_at)))
@@ -170,8 +171,8 @@ async def test_redis_outage_is_survived_without_operator_action(cluster: Cluster
         with worker.proc.log.open("rb") as log:
             log.seek(log_offsets[worker.proc.name])
             said = log.read().decode(errors="replace")
-        assert said.count("run queue lost Redis") == 1, worker.proc.name
-        assert said.count("run queue reconnected to Redis") == 1, worker.proc.name
+        lost, back = said.count("run queue lost Redis"), said.count("run queue reconnected")
+        assert 1 <= lost <= 2 and lost == back, (worker.proc.name, lost, back)  # no retry storm
     found = await checks.categories(cluster, runs)
     wrong = {f"{p.sidecar.name} {p.profile}":
              {"expected": sorted(p.expected - FAULT_DROPPED), "found": sorted(found[r])}

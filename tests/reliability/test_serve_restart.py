@@ -25,7 +25,7 @@ import pytest
 
 from tests.events.test_stream import sse_items
 from tests.reliability import checks
-from tests.reliability.cluster import FAULT_DROPPED, FINAL, Cluster, Project, scripts_without, until
+from tests.reliability.cluster import FINAL, Cluster, Project, scripts_without, until
 
 pytestmark = pytest.mark.reliability
 
@@ -43,6 +43,7 @@ class Follower:
     connects: list[tuple[int, str | None]] = field(default_factory=list)  # (serve, Last-Event-ID)
     server_errors: list[int] = field(default_factory=list)
     cut: int = 0  # connections that ended without the run's last message
+    done_at: float | None = None  # when the run's final status arrived
 
     async def run(self, cluster: Cluster) -> None:
         serve, done = RESTARTED, False
@@ -71,6 +72,7 @@ class Follower:
                     self.seqs.append(int(item["id"]))
                     if item["event"] == "run.status":
                         final = json.loads(item["data"])["status"] in FINAL
+                        self.done_at = time.monotonic() if final else None
         except httpx.TransportError:
             return False
         return final  # the server ends a stream once its run is over and all was sent
@@ -111,8 +113,9 @@ def _server_errors_logged(cluster: Cluster, offsets: dict[str, int]) -> list[str
 
 async def test_restarting_a_serve_under_load_loses_no_stream_message(cluster: Cluster) -> None:
     offsets = {s.proc.name: s.proc.log.stat().st_size for s in cluster.serves}
-    runs = await cluster.start_campaigns(cluster.projects[3:11],
-                                         scripts=scripts_without(FAULT_DROPPED))  # fmt: skip
+    # Long enough campaigns that most end after the restart (findings are not compared).
+    scripts = scripts_without({"memory_poisoning"})
+    runs = await cluster.start_campaigns(cluster.projects[3:11], scripts=scripts)
     followers = [Follower(run_id, project) for run_id, project in runs.items()]
     following = [asyncio.ensure_future(f.run(cluster)) for f in followers]
     pollers, stop = [Poller(runs) for _ in range(3)], asyncio.Event()
@@ -123,9 +126,6 @@ async def test_restarting_a_serve_under_load_loses_no_stream_message(cluster: Cl
             return all(len(f.seqs) >= 3 for f in followers)
 
         await until(streaming_mid_campaign, timeout=120, what="every follower to be mid-stream")
-        open_runs = {
-            r for r, v in (await cluster.statuses(runs)).items() if v.status.value not in FINAL
-        }
         down_at = time.monotonic()
         await cluster.restart_serve(RESTARTED)
         up_at = time.monotonic()
@@ -149,8 +149,11 @@ async def test_restarting_a_serve_under_load_loses_no_stream_message(cluster: Cl
     lost = {f.run_id: (f.seqs, stored[f.run_id]) for f in followers
             if f.seqs != list(range(1, stored[f.run_id] + 1))}  # fmt: skip
     assert not lost
-    failed_over = [f for f in followers if f.run_id in open_runs]
-    assert failed_over and all(f.cut >= 1 and f.connects[-1][0] == OTHER for f in failed_over)
+    # A run that ended after the restarted serve was back was followed through its old
+    # process until that stopped: its client must have resumed on the other serve.
+    failed_over = [f for f in followers if f.done_at is not None and f.done_at > up_at]
+    assert len(failed_over) >= len(followers) // 2, [(f.done_at, up_at) for f in followers]
+    assert all(f.cut >= 1 and f.connects[-1][0] == OTHER for f in failed_over)
     assert all(last is not None for f in failed_over for _, last in f.connects[1:])
     assert [code for f in followers for code in f.server_errors] == []
     answers = [a for p in pollers for a in p.answers]
