@@ -160,6 +160,23 @@ idle with counters pending publishes them 10 s later: the end of a phase is read
 this long after it, less the idle background (measured first) for that time."""
 
 
+async def api_requests(cluster: Cluster) -> Counter[str]:
+    """Requests each ``serve`` answered so far, by method and route template (its
+    ``/metrics``; one process of a ``serve --workers N`` port answers for itself only)."""
+    counts: Counter[str] = Counter()
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
+        for serve in cluster.serves:
+            text = (await client.get(f"{serve.url}/metrics")).text
+            for line in text.splitlines():
+                if line.startswith("cogumi_http_requests_total{"):
+                    labels, value = line.rsplit(" ", 1)
+                    fields = dict(part.split("=", 1) for part in labels[27:-1].split(","))
+                    route = f"{fields['method'].strip(chr(34))} {fields['route'].strip(chr(34))}"
+                    if not route.endswith("/metrics"):
+                        counts[route] += int(float(value))
+    return counts
+
+
 @dataclass
 class Usage:
     """CPU of the deployment's processes and Redis' counters, at one instant."""
@@ -167,6 +184,7 @@ class Usage:
     at: float
     cpu: dict[str, float]
     bench_cpu: float
+    requests: Counter[str] = field(default_factory=Counter)
     pg_backends: dict[int, float] = field(default_factory=dict)
     redis_calls: dict[str, int] = field(default_factory=dict)
     redis_stats: dict[str, float] = field(default_factory=dict)
@@ -182,6 +200,7 @@ class Probe:
     pg_own: int = 0  # our statements: each one is a commit in pg_stat_database
     redis_own: int = 0  # our INFO commands
     baseline: dict[str, float] = field(default_factory=dict)  # idle PostgreSQL rates
+    lock_waits: Counter[str] = field(default_factory=Counter)  # statement -> samples waiting
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -220,7 +239,8 @@ class Probe:
         table = proc_table()
         cpu = {role: sum(tree_cpu(table, p.pid) for p in procs if p.process is not None)
                for role, procs in roles(self.cluster).items()}  # fmt: skip
-        now = Usage(at=time.perf_counter(), cpu=cpu, bench_cpu=time.process_time())
+        now = Usage(at=time.perf_counter(), cpu=cpu, bench_cpu=time.process_time(),
+                    requests=await api_requests(self.cluster))  # fmt: skip
         if self.pg is not None:
             pids = await self._fetch(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
@@ -252,6 +272,13 @@ class Probe:
                     "AND pid <> pg_backend_pid()"))[0]  # fmt: skip
                 for key in ("connections", "active", "waiting_lock"):
                     into.setdefault(f"pg_{key}", []).append(row[key])
+                if row["waiting_lock"]:  # which statements wait for a lock
+                    for wait in await self._fetch(
+                        "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 70) AS q "
+                        "FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock'"
+                    ):
+                        self.lock_waits[wait["q"]] += 1
             if self.redis is not None:
                 info = await self._info()
                 into.setdefault("redis_ops_per_sec", []).append(info["instantaneous_ops_per_sec"])
@@ -267,9 +294,13 @@ class Probe:
         """
         result["load_average_before"] = load()
         gauges: dict[str, list[float]] = {}
+        self.lock_waits.clear()
         pg_before = await self.pg_counters()
-        pg_own_before, redis_own_before = self.pg_own, self.redis_own
+        pg_own_before = self.pg_own
         before = await self.usage()
+        # Redis counts a command after running it: from here on, each of our INFO calls
+        # is in the totals but the last one (its own reading), while the previous is.
+        redis_own_before = self.redis_own
         sampler = asyncio.ensure_future(self.sample(gauges))
         try:
             yield
@@ -284,6 +315,12 @@ class Probe:
             role: round(after.cpu[role] - before.cpu[role], 2) for role in after.cpu
         }
         result["cpu_sec"]["bench_client"] = round(after.bench_cpu - before.bench_cpu, 2)
+        requests = after.requests - before.requests
+        result["api_requests"] = dict(requests.most_common(6))
+        if requests.total():
+            result["serve_cpu_ms_per_request"] = round(
+                result["cpu_sec"]["serve"] / requests.total() * 1000, 2
+            )
         if self.redis is not None:
             self._redis_result(
                 result, before, after, gauges, sec, self.redis_own - redis_own_before
@@ -308,6 +345,7 @@ class Probe:
                 "active_max": max(gauges.get("pg_active", [0])),
                 "waiting_on_lock_max": max(gauges.get("pg_waiting_lock", [0])),
                 "backend_cpu_sec": round(backend_cpu, 2),
+                "lock_waits_sampled": dict(self.lock_waits.most_common(4)),
             }
 
     @staticmethod
@@ -537,6 +575,7 @@ async def ingest_phase(
         "projects": min(senders, len(targets)),
     }
     try:
+        offsets = log_offsets(cluster)
         async with running_campaigns(cluster, targets[:senders]) as runs:
             async with probe.phase(result):
                 started = time.perf_counter()
@@ -556,6 +595,8 @@ async def ingest_phase(
         else latencies * 99
     )
     errors = {k: v for k, v in outcomes.items() if k != "200"}
+    if errors:
+        result["server_errors"] = server_errors(offsets)
     result.update({
         "sec": round(elapsed, 2),
         "requests": sum(outcomes.values()),
@@ -582,6 +623,31 @@ async def ingest_phase(
     log(f"{label} api={len(serves)} senders={senders}: {result['events_per_sec']} events/s, "
         f"p99 {result['latency_ms']['p99']} ms, errors {errors}")  # fmt: skip
     return result
+
+
+def log_offsets(cluster: Cluster) -> dict[Path, int]:
+    return {s.proc.log: s.proc.log.stat().st_size for s in cluster.serves if s.proc.log.exists()}
+
+
+def server_errors(offsets: dict[Path, int]) -> dict[str, int]:
+    """ERROR lines the serve processes logged since ``offsets``: message and the
+    exception's last line, with how often each occurred."""
+    seen: Counter[str] = Counter()
+    for path, offset in offsets.items():
+        with path.open("rb") as log_file:
+            log_file.seek(offset)
+            lines = log_file.read().decode(errors="replace").splitlines()
+        for line in lines:
+            if '"level": "ERROR"' not in line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                seen[line[:300]] += 1
+                continue
+            last = (record.get("exception") or "").strip().splitlines()[-1:] or [""]
+            seen[f"{record.get('message', '')[:200]} | {last[0][:200]}"] += 1
+    return dict(seen)
 
 
 async def sweep(
@@ -739,7 +805,7 @@ async def main() -> None:
         latency_ms=args.latency_ms,
         events=args.events or (6_000 if quick else 40_000),
         senders=args.senders,
-        sweep=[int(n) for n in (args.sweep or ("8,64" if quick else "8,16,32,64,128,256")).split(",")],
+        sweep=[int(n) for n in (args.sweep or ("8,64" if quick else "8,16,32,64,128,256,512")).split(",")],
         sweep_sec=args.sweep_sec or (3 if quick else 10),
         idle_sec=3 if quick else 10,
         serve_workers_phase=not quick,
