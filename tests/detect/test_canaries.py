@@ -50,3 +50,20 @@ def test_base64_smuggled_canary_is_still_seen_at_every_alignment() -> None:
 
 def test_too_short_registered_values_are_ignored() -> None:
     assert find_secrets("the word hello appears", canaries=["hello"]) == []
+
+
+def test_every_minted_canary_is_found_whole_without_registration() -> None:
+    """The server keeps only hashes: a sighting is a match whose hash is a canary's.
+
+    So the detector alone must match each minted value whole, with no context
+    around it, whatever its random body looks like (one AWS-secret-shaped value
+    in twelve used to be split at a ``/`` or passed over as wordy).
+    """
+    missed = []
+    for n in range(1500):
+        for kind, value in mint_canaries(seed=f"seed-{n}").items():
+            for text in (f"leaked: {value}", f'"{value}"', f"{kind}={value}."):
+                digest = hashlib.sha256(value.encode()).hexdigest()
+                if not any(m.hash == digest for m in find_secrets(text)):
+                    missed.append((kind, text))
+    assert missed == []

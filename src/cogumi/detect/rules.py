@@ -215,6 +215,15 @@ RULES: tuple[Rule, ...] = (
         _random(0.75),
         bounded=False,
     ),
+    # A minted canary shaped like an AWS secret key starts with the canary marker, so
+    # it is recognised whole without the ``aws_secret_access_key =`` context a real
+    # key needs (its random body alone can look path-like or wordy to HIGH_ENTROPY).
+    _rule(
+        "AWS_SECRET_KEY",
+        r"(?P<secret>(?P<pub>cgm)[A-Za-z0-9/+]{37})(?![A-Za-z0-9/+=])",
+        ("cgm",),
+        0.9,
+    ),
     _rule(
         "GOOGLE_API_KEY",
         r"(?P<secret>(?P<pub>AIza)[0-9A-Za-z_-]{35})(?![A-Za-z0-9])",
