@@ -8,7 +8,10 @@ per demo agent, each agent (fixed reply latency) behind its own ``cogumi
 sidecar``. Production lease and reaper intervals (60 s, 10 s); throttle,
 event cap and storage quota lifted so every event is stored.
 
-Phases, in this order for each deployment:
+The two deployments are up at the same time and measured in turns, phase by
+phase, each one's processes stopped (SIGSTOP) while the other is measured:
+on a machine shared with other work, each pair of figures is then taken
+minutes apart instead of a quarter of an hour. Phases:
 
 - ``idle``: nothing but the sidecars' heartbeats, for the background load;
 - ``campaigns``: one campaign per agent project, all started at once
@@ -56,13 +59,14 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -650,18 +654,6 @@ def server_errors(offsets: dict[Path, int]) -> dict[str, int]:
     return dict(seen)
 
 
-async def sweep(
-    cluster: Cluster, probe: Probe, targets: Sequence[tuple[Org, str, str]], serves: Sequence[str],
-    levels: Sequence[int], sec: float,
-) -> list[dict[str, Any]]:  # fmt: skip
-    out = []
-    for senders in levels:
-        out.append(await ingest_phase(cluster, probe, targets, serves=serves, senders=senders,
-                                      sec=sec, label="sweep"))  # fmt: skip
-        await asyncio.sleep(2)  # let the previous level's backlog settle
-    return out
-
-
 # --- the two deployments --------------------------------------------------------------
 
 
@@ -680,30 +672,6 @@ class Plan:
     @property
     def agent_args(self) -> list[str]:
         return ["--latency-ms", str(self.latency_ms)]
-
-
-async def run_embedded(tmp: Path, plan: Plan) -> dict[str, Any]:
-    log("embedded: starting serve, agents and sidecars")
-    cluster = await embedded(tmp, projects=plan.campaigns, agent_args=plan.agent_args)
-    phases: list[dict[str, Any]] = []
-    try:
-        targets = await ingest_projects(cluster, max(plan.senders, *plan.sweep))
-        async with Probe.open(cluster, scaleout=False) as probe:
-            phases.append(await idle_phase(probe, plan.idle_sec))
-            log("embedded: campaigns")
-            phases.append(await campaign_phase(cluster, probe, scripts=plan.scripts,
-                                               latency_ms=plan.latency_ms))  # fmt: skip
-            log(f"embedded: {phases[-1]['campaigns_per_min']} campaigns/min")
-            phases.append(await ingest_phase(cluster, probe, targets, serves=[cluster.url(0)],
-                                             senders=plan.senders, events=plan.events))  # fmt: skip
-            phases += await sweep(cluster, probe, targets, [cluster.url(0)], plan.sweep,
-                                  plan.sweep_sec)  # fmt: skip
-    except BaseException:
-        sys.stderr.write(cluster.log_report(60) + "\n")
-        raise
-    finally:
-        await cluster.close()
-    return {"store": "sqlite", "queue": "in-process", "live_bus": "in-process", "phases": phases}
 
 
 async def serve_workers_2(
@@ -725,42 +693,107 @@ async def serve_workers_2(
         cluster.serves.remove(multi)
         cluster.retired.append(multi.proc)
     result["api_processes"] = 2
+    # /metrics answers for one of the two processes only: no request counts here.
+    result.pop("api_requests", None)
+    result.pop("serve_cpu_ms_per_request", None)
     return result
 
 
-async def run_scaleout(tmp: Path, plan: Plan) -> dict[str, Any]:
-    log("scale-out: starting PostgreSQL database, redis-server, 1 serve, 1 worker, agents")
-    cluster = await start_cluster(tmp, serves=1, workers=1, orgs=ORGS, projects=plan.campaigns,
-                                  env={**LIFTED, **PRODUCTION}, agent_args=plan.agent_args)  # fmt: skip
-    phases: list[dict[str, Any]] = []
-    try:
-        targets = await ingest_projects(cluster, max(plan.senders, *plan.sweep))
-        async with Probe.open(cluster, scaleout=True) as probe:
-            phases.append(await idle_phase(probe, plan.idle_sec))
-            log("scale-out: campaigns, 1 worker")
-            phases.append(await campaign_phase(cluster, probe, scripts=plan.scripts,
-                                               latency_ms=plan.latency_ms))  # fmt: skip
-            log(f"scale-out, 1 worker: {phases[-1]['campaigns_per_min']} campaigns/min")
-            phases.append(await ingest_phase(cluster, probe, targets, serves=[cluster.url(0)],
-                                             senders=plan.senders, events=plan.events))  # fmt: skip
-            await (await cluster.add_worker()).wait_ready()
-            log("scale-out: campaigns, 2 workers")
-            phases.append(await campaign_phase(cluster, probe, scripts=plan.scripts,
-                                               latency_ms=plan.latency_ms))  # fmt: skip
-            log(f"scale-out, 2 workers: {phases[-1]['campaigns_per_min']} campaigns/min")
-            await (await cluster.add_serve()).wait_ready()
-            two = [cluster.url(0), cluster.url(1)]
-            phases.append(await ingest_phase(cluster, probe, targets, serves=two,
-                                             senders=plan.senders, events=plan.events))  # fmt: skip
+@dataclass
+class Deployment:
+    """One deployment under test, its ingest projects, its probe and its results."""
+
+    mode: str  # "embedded" | "scaleout"
+    cluster: Cluster
+    probe: Probe
+    targets: list[tuple[Org, str, str]]
+    phases: list[dict[str, Any]] = field(default_factory=list)
+
+    def signal(self, sig: signal.Signals) -> None:
+        for proc in self.cluster.procs():
+            if proc.alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, sig)
+
+    @contextlib.asynccontextmanager
+    async def awake(self) -> AsyncIterator[None]:
+        """Its processes run only inside this block (SIGSTOP outside), so the other
+        deployment's phase is not measured on a machine shared with this one."""
+        self.signal(signal.SIGCONT)
+        await asyncio.sleep(1)  # timers that fired while stopped (heartbeats) settle
+        try:
+            yield
+        finally:
+            self.signal(signal.SIGSTOP)
+
+
+async def bring_up(
+    mode: str, tmp: Path, plan: Plan, stack: contextlib.AsyncExitStack
+) -> Deployment:
+    """Start one deployment (stopped again on the way out of ``stack``)."""
+    (tmp / mode).mkdir()
+    if mode == "embedded":
+        log("embedded: starting serve, agents and sidecars")
+        cluster = await embedded(tmp / mode, projects=plan.campaigns, agent_args=plan.agent_args)
+        stack.push_async_callback(cluster.close)
+    else:
+        log("scale-out: starting PostgreSQL database, redis-server, 1 serve, 1 worker, agents")
+        cluster = await start_cluster(tmp / mode, serves=1, workers=1, orgs=ORGS,
+                                      projects=plan.campaigns, env={**LIFTED, **PRODUCTION},
+                                      agent_args=plan.agent_args)  # fmt: skip
+        stack.push_async_callback(stop_cluster, cluster)
+    deployment = Deployment(mode, cluster, Probe(cluster), [])
+    # Resumed before stopping: SIGTERM does not reach a stopped process.
+    stack.callback(deployment.signal, signal.SIGCONT)
+    deployment.targets = await ingest_projects(cluster, max(plan.senders, *plan.sweep))
+    probe = await stack.enter_async_context(Probe.open(cluster, scaleout=mode == "scaleout"))
+    deployment.probe = probe
+    deployment.signal(signal.SIGSTOP)
+    return deployment
+
+
+async def measure(deployments: list[Deployment], plan: Plan) -> None:
+    """Every phase for each deployment in turn, so each pair is measured minutes apart."""
+
+    async def each(what: str, phase: Callable[[Deployment], Awaitable[dict[str, Any]]]) -> None:
+        for d in deployments:
+            async with d.awake():
+                try:
+                    d.phases.append(await phase(d))
+                except BaseException:
+                    sys.stderr.write(d.cluster.log_report(60) + "\n")
+                    raise
+            log(f"{d.mode}: {what} done")
+
+    def campaigns(d: Deployment) -> Awaitable[dict[str, Any]]:
+        return campaign_phase(d.cluster, d.probe, scripts=plan.scripts, latency_ms=plan.latency_ms)
+
+    def ingest(d: Deployment) -> Awaitable[dict[str, Any]]:
+        urls = [s.url for s in d.cluster.serves]
+        return ingest_phase(d.cluster, d.probe, d.targets, serves=urls, senders=plan.senders,
+                            events=plan.events)  # fmt: skip
+
+    await each("idle", lambda d: idle_phase(d.probe, plan.idle_sec))
+    await each("campaigns", campaigns)
+    await each("ingest", ingest)
+    scaleout = [d for d in deployments if d.mode == "scaleout"]
+    for d in scaleout:
+        async with d.awake():
+            await (await d.cluster.add_worker()).wait_ready()
+            d.phases.append(await campaigns(d))
+            log(f"scale-out, 2 workers: {d.phases[-1]['campaigns_per_min']} campaigns/min")
+            await (await d.cluster.add_serve()).wait_ready()
+            d.phases.append(await ingest(d))
             if plan.serve_workers_phase:
-                phases.append(await serve_workers_2(cluster, probe, targets, plan))
-            phases += await sweep(cluster, probe, targets, two, plan.sweep, plan.sweep_sec)
-    except BaseException:
-        sys.stderr.write(cluster.log_report(60) + "\n")
-        raise
-    finally:
-        await stop_cluster(cluster)
-    return {"store": "postgresql", "queue": "redis", "live_bus": "redis", "phases": phases}
+                d.phases.append(await serve_workers_2(d.cluster, d.probe, d.targets, plan))
+    for senders in plan.sweep:
+
+        async def level(d: Deployment, senders: int = senders) -> dict[str, Any]:
+            urls = [s.url for s in d.cluster.serves]
+            return await ingest_phase(d.cluster, d.probe, d.targets, serves=urls, senders=senders,
+                                      sec=plan.sweep_sec, label="sweep")  # fmt: skip
+
+        await each(f"sweep {senders}", level)
 
 
 def summary(results: dict[str, Any]) -> dict[str, Any]:
@@ -818,11 +851,20 @@ async def main() -> None:
         "plan": {**plan.__dict__, "quick": quick},
         "results": {},
     }
+    modes = args.modes.split(",")
+    unknown = set(modes) - {"embedded", "scaleout"}
+    if unknown:
+        parser.error(f"--modes: unknown {sorted(unknown)}")
     with tempfile.TemporaryDirectory(prefix="scaleout-bench-") as tmp:
-        for mode in args.modes.split(","):
-            runner = {"embedded": run_embedded, "scaleout": run_scaleout}[mode]
-            (Path(tmp) / mode).mkdir()
-            out["results"][mode] = await runner(Path(tmp) / mode, plan)
+        async with contextlib.AsyncExitStack() as stack:
+            deployments = [await bring_up(mode, Path(tmp), plan, stack) for mode in modes]
+            await measure(deployments, plan)
+    out["results"] = {
+        d.mode: {"store": "sqlite" if d.mode == "embedded" else "postgresql",
+                 "queue": "in-process" if d.mode == "embedded" else "redis",
+                 "phases": d.phases}
+        for d in deployments
+    }  # fmt: skip
     out["load_average_at_end"] = load()
     out["duration_sec"] = round(time.time() - started, 1)
     out["summary"] = summary(out["results"])
