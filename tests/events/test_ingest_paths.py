@@ -315,3 +315,60 @@ async def test_the_sidecar_probe_looks_at_the_runs_own_project_only(accounts: Ac
     async with transaction(accounts.sessionmaker) as session:
         first, seen = await reserve_seq_and_probe(session, run_id=quiet_run, count=1)
     assert (first, seen) == (4, True)
+
+
+async def test_a_waiting_engine_write_goes_before_the_next_batch(
+    accounts: Accounts, database_url: str
+) -> None:
+    """A campaign's write (here a live-stream message) that waits for the lock is not
+    overtaken by ingest batches that come after it (SQLite: the engine's driver waits
+    inside SQLite's busy handler, which the fast path must not starve)."""
+    from cogumi.events import stream
+
+    owner = await accounts.signup()
+    sidecar = await project_with_token(accounts, owner.org_id)
+    run_id = await running_run(accounts, sidecar)
+    warm = await sidecar.client.post("/api/ingest/events", json=batch(sidecar, [http_event(0)]))
+    assert warm.status_code == 200
+    hold, release = asyncio.Event(), asyncio.Event()
+    finished: list[str] = []
+
+    async def holder() -> None:
+        if _sqlite(accounts):
+            other = sqlite3.connect(database_url.split(":///", 1)[1], isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                hold.set()
+                await release.wait()
+                other.execute("COMMIT")
+            finally:
+                other.close()
+            return
+        async with accounts.sessionmaker() as session, session.begin():
+            await session.execute(select(Run.id).where(Run.id == run_id).with_for_update())
+            hold.set()
+            await release.wait()
+
+    async def engine_write() -> None:
+        async with transaction(accounts.sessionmaker) as session:
+            await stream.publish(session, bus=accounts.app.state.live_bus, org_id=owner.org_id,
+                                 run_id=run_id, kind="story.step.created", data={"n": 1})  # fmt: skip
+            finished.append("engine")  # holding the lock: the batch cannot be written yet
+
+    async def ingest_batch() -> None:
+        response = await sidecar.client.post(
+            "/api/ingest/events", json=batch(sidecar, [http_event(1)])
+        )
+        assert response.status_code == 200, response.text
+        finished.append("ingest")
+
+    loop = asyncio.get_running_loop()
+    holding = loop.create_task(holder())
+    await hold.wait()
+    writing = loop.create_task(engine_write())
+    await asyncio.sleep(0.3)  # the engine's write is waiting for the lock
+    posting = loop.create_task(ingest_batch())
+    await asyncio.sleep(0.3)  # and so is the batch
+    release.set()
+    await asyncio.wait_for(asyncio.gather(holding, writing, posting), 30)
+    assert finished == ["engine", "ingest"]

@@ -59,6 +59,7 @@ from cogumi.quotas.models import OrgQuota
 from cogumi.tenancy import security
 
 _BUSY_WAIT_SEC = 10.0  # as long as the engine's busy_timeout
+_BEGIN_WRITE = "BEGIN IMMEDIATE"  # how the engine starts a write transaction on SQLite
 
 
 class FastPath(Protocol):
@@ -97,7 +98,14 @@ def _make(engine: AsyncEngine) -> FastPath | None:
     if engine.dialect.name != "sqlite" or database in ("", ":memory:"):
         return None
     path = SqliteFastPath(database, engine.dialect)
-    event.listen(engine.sync_engine, "engine_disposed", lambda _engine: path.close())
+    sync = engine.sync_engine
+    event.listen(sync, "engine_disposed", lambda _engine: path.close())
+    # The engine's write transactions wait for SQLite's lock inside the driver, polling
+    # at growing intervals; a fast path that takes the lock whenever it is free could
+    # starve them. So their BEGIN IMMEDIATE is watched, and ingest lets them go first.
+    event.listen(sync, "before_cursor_execute", path.writer_waits)
+    event.listen(sync, "after_cursor_execute", path.writer_began)
+    event.listen(sync, "handle_error", lambda context: path.writer_began(context.connection))
     return path
 
 
@@ -304,6 +312,26 @@ class SqliteFastPath:
         self.token_time = _binder(dialect, tokens, "last_seen_at")
         self.status_time = _binder(dialect, status, "watermark")
         self.counters = _binder(dialect, status, "counters")({})
+        # Engine connections waiting for the write lock, with when they started.
+        self._waiting: dict[int, float] = {}
+
+    def writer_waits(self, connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement == _BEGIN_WRITE:
+            self._waiting[id(connection)] = time.monotonic()
+
+    def writer_began(self, connection: Any, *_: Any) -> None:
+        self._waiting.pop(id(connection), None)
+
+    @property
+    def writers_waiting(self) -> bool:
+        """An engine write transaction is waiting for the lock (one that waited longer
+        than the engine's busy timeout has given up, whatever was recorded)."""
+        if not self._waiting:
+            return False
+        stale = time.monotonic() - _BUSY_WAIT_SEC - 1
+        for key in [k for k, since in self._waiting.items() if since < stale]:
+            del self._waiting[key]
+        return bool(self._waiting)
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -395,13 +423,16 @@ class _SqliteConnection:
         deadline, delay = time.monotonic() + _BUSY_WAIT_SEC, 0.0002
         while True:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                return
+                if not self._path.writers_waiting:  # the engine's writers go first
+                    self._db.execute("BEGIN IMMEDIATE")
+                    return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
                 if time.monotonic() > deadline:
                     raise
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError("database is locked")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.004)  # a batch holds the lock a few ms: look again soon
 
