@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol, cast
 
@@ -56,10 +58,13 @@ from cogumi.events.schemas import IngestBatchIn, IngestResult
 from cogumi.projects.models import SidecarToken
 from cogumi.quotas.ingest import IngestQuota
 from cogumi.quotas.models import OrgQuota
+from cogumi.tasks import spawn
 from cogumi.tenancy import security
 
 _BUSY_WAIT_SEC = 10.0  # as long as the engine's busy_timeout
 _BEGIN_WRITE = "BEGIN IMMEDIATE"  # how the engine starts a write transaction on SQLite
+CHECKPOINT_EVERY = 10  # SQLite batches between WAL checkpoints (about 3 MB of WAL)
+log = logging.getLogger(__name__)
 
 
 class FastPath(Protocol):
@@ -314,6 +319,8 @@ class SqliteFastPath:
         self.counters = _binder(dialect, status, "counters")({})
         # Engine connections waiting for the write lock, with when they started.
         self._waiting: dict[int, float] = {}
+        self._since_checkpoint = 0
+        self._checkpointing: asyncio.Task[None] | None = None
 
     def writer_waits(self, connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if statement == _BEGIN_WRITE:
@@ -342,8 +349,34 @@ class SqliteFastPath:
             )
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA synchronous=NORMAL")
+            # A checkpoint inside our COMMIT would run on the loop's thread (hundreds of
+            # ms with its fsync): ours run on a worker thread instead (see checkpoint).
+            db.execute("PRAGMA wal_autocheckpoint=0")
             self._db = db
         return self._db
+
+    def committed(self) -> None:
+        """After each committed batch: every CHECKPOINT_EVERY batches, copy the WAL
+        back into the database file on a worker thread (PASSIVE: never waits for, nor
+        blocks, readers and writers). The engine's own connections still checkpoint
+        as they commit, as SQLite does by default."""
+        self._since_checkpoint += 1
+        if self._since_checkpoint < CHECKPOINT_EVERY or self._checkpointing is not None:
+            return
+        self._since_checkpoint = 0
+        self._checkpointing = spawn(asyncio.to_thread(self._checkpoint), name="wal-checkpoint")
+        self._checkpointing.add_done_callback(self._checkpoint_done)
+
+    def _checkpoint(self) -> None:
+        # mode=rw: never create a database file that has gone away meanwhile.
+        uri = Path(self._database).absolute().as_uri() + "?mode=rw"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=0)) as db:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _checkpoint_done(self, task: asyncio.Task[None]) -> None:
+        self._checkpointing = None
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("WAL checkpoint failed (the next one will catch up): %s", task.exception())
 
     def close(self) -> None:
         if self._db is not None:
@@ -416,6 +449,7 @@ class _SqliteConnection:
             self._db.execute("ROLLBACK")
         else:
             self._db.execute("COMMIT")
+            self._path.committed()
         return result
 
     async def _begin(self) -> None:
