@@ -35,9 +35,12 @@ before and after. A PostgreSQL backend publishes its counters up to 10 s
 late, so the counters are read 11 s after each phase, less the idle
 background measured first for those seconds.
 
-Sidecars are configured as the harness does (200 ms batch flush, 1 s
-heartbeat): while its project's campaign runs, each sends a watermark batch
-every 200 ms, and every turn waits for one (the evidence window closes).
+Sidecars run with the product's defaults (15 s heartbeat, 500 ms batch
+flush; the harness starts them with 1 s and 200 ms, ``--fast-sidecars``
+keeps that): while its project's campaign runs, a sidecar sends a watermark
+batch every 500 ms, and every turn waits for one (its evidence window
+closes); a campaign's first turns can wait for the heartbeat that tells the
+sidecar a campaign started.
 
 Usage::
 
@@ -237,7 +240,13 @@ class Probe:
             return {}
         row = (await self._fetch(f"SELECT {', '.join(PG_COUNTERS)} FROM pg_stat_database "
                                  "WHERE datname = current_database()"))[0]  # fmt: skip
-        return {name: int(row[name]) for name in PG_COUNTERS}
+        counters = {name: int(row[name]) for name in PG_COUNTERS}
+        for table in await self._fetch(  # which tables the reads go to
+            "SELECT relname, coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) AS n "
+            "FROM pg_stat_user_tables"
+        ):
+            counters[f"read:{table['relname']}"] = int(table["n"])
+        return counters
 
     async def usage(self) -> Usage:
         table = proc_table()
@@ -333,7 +342,7 @@ class Probe:
             await asyncio.sleep(PG_SETTLE_SEC)
             settled = time.perf_counter() - after.at
             pg_after = await self.pg_counters()
-            delta = {k: pg_after[k] - pg_before[k] for k in PG_COUNTERS}
+            delta = {k: v - pg_before.get(k, 0) for k, v in pg_after.items()}
             delta["xact_commit"] -= self.pg_own - pg_own_before  # our own statements
             if idle:
                 self.baseline = {k: v / (sec + settled) for k, v in delta.items()}
@@ -342,9 +351,14 @@ class Probe:
                          for k, v in delta.items()}  # fmt: skip
             backend_cpu = sum(cpu - before.pg_backends.get(pid, 0.0)
                               for pid, cpu in after.pg_backends.items())  # fmt: skip
+            reads = Counter({k[5:]: v for k, v in delta.items() if k.startswith("read:") and v > 0})
+            totals = {k: delta[k] for k in PG_COUNTERS}
             result["postgres"] = {
-                "totals": delta,
-                **{f"{k}_per_sec": round(v / sec, 1) for k, v in delta.items() if k != "deadlocks"},
+                "totals": totals,
+                **{
+                    f"{k}_per_sec": round(v / sec, 1) for k, v in totals.items() if k != "deadlocks"
+                },
+                "rows_read_by_table": dict(reads.most_common(5)),
                 "connections_max": max(gauges.get("pg_connections", [0])),
                 "active_max": max(gauges.get("pg_active", [0])),
                 "waiting_on_lock_max": max(gauges.get("pg_waiting_lock", [0])),
@@ -400,6 +414,24 @@ async def embedded(tmp: Path, *, projects: int, agent_args: list[str]) -> Cluste
         await cluster.close()
         raise
     return cluster
+
+
+HARNESS_SIDECAR = ("HEARTBEAT_INTERVAL_SEC", "BATCH_FLUSH_MS")
+"""Sidecar settings the harness shortens for fast tests (1 s heartbeat, 200 ms flush)."""
+
+
+async def sidecar_defaults(cluster: Cluster) -> None:
+    """Restart every sidecar with the product's defaults for what the harness shortens
+    (15 s heartbeat, 500 ms batch flush), so background traffic is what users see."""
+
+    async def restart(proc: Proc) -> None:
+        await proc.stop()
+        for name in HARNESS_SIDECAR:
+            proc.env.pop(name, None)
+        await proc.start()
+
+    await asyncio.gather(*(restart(p.sidecar) for p in cluster.projects))
+    await cluster.wait_projects_ready(cluster.projects)
 
 
 async def ingest_projects(cluster: Cluster, count: int) -> list[tuple[Org, str, str]]:
@@ -668,6 +700,7 @@ class Plan:
     sweep_sec: float
     idle_sec: float
     serve_workers_phase: bool  # also ingest through one `serve --workers 2`
+    fast_sidecars: bool  # keep the harness's 1 s heartbeat and 200 ms flush
 
     @property
     def agent_args(self) -> list[str]:
@@ -742,6 +775,8 @@ async def bring_up(
                                       projects=plan.campaigns, env={**LIFTED, **PRODUCTION},
                                       agent_args=plan.agent_args)  # fmt: skip
         stack.push_async_callback(stop_cluster, cluster)
+    if not plan.fast_sidecars:
+        await sidecar_defaults(cluster)
     deployment = Deployment(mode, cluster, Probe(cluster), [])
     # Resumed before stopping: SIGTERM does not reach a stopped process.
     stack.callback(deployment.signal, signal.SIGCONT)
@@ -830,6 +865,9 @@ async def main() -> None:
     parser.add_argument("--sweep", help="sender counts of the concurrency sweep, e.g. 8,32,128")
     parser.add_argument("--sweep-sec", type=float, help="seconds per sweep level")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--fast-sidecars", action="store_true",
+                        help="sidecars as the reliability harness runs them (1 s heartbeat, "
+                             "200 ms flush) instead of the product's defaults (15 s, 500 ms)")  # fmt: skip
     args = parser.parse_args()
     quick = args.quick
     plan = Plan(
@@ -842,6 +880,7 @@ async def main() -> None:
         sweep_sec=args.sweep_sec or (3 if quick else 10),
         idle_sec=3 if quick else 10,
         serve_workers_phase=not quick,
+        fast_sidecars=args.fast_sidecars,
     )  # fmt: skip
     started = time.time()
     out: dict[str, Any] = {
