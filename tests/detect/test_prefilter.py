@@ -12,7 +12,7 @@ from cogumi.detect import secrets
 from cogumi.detect.match import SecretMatch
 from cogumi.detect.rules import RULES
 
-DATASET = Path(__file__).parents[3] / "shared" / "datasets" / "noseyparker-secret-examples"
+DATASET = Path("/work/shared/datasets/noseyparker-secret-examples")  # as bench/detect_eval.py
 
 HEADER_LIKE = [
     "127.0.0.1:8080", "text/plain", "keep-alive", "application/json; charset=utf-8",
