@@ -3,6 +3,8 @@ optional model brain talks to an OpenAI-compatible endpoint through the proxy.""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -104,10 +106,19 @@ async def test_trap_benign_traffic_calls_benign_tools_every_step(proxy: Proxy) -
             port = agent.tool_port
             assert called == [("GET", f"{port}/items"), ("POST", f"{port}/items")]
         await agent.sentinel(proxy)
-        gets = proxy.matching(agent.to_tools("GET", "/items"))
-        posts = proxy.matching(agent.to_tools("POST", "/items"))
-        # four attacks + the sentinel (which lists items itself and gets the trap's pair too)
-        assert (len(gets), len(posts)) == (6, 5)
+
+        def counts() -> tuple[int, int]:
+            gets = proxy.matching(agent.to_tools("GET", "/items"))
+            return len(gets), len(proxy.matching(agent.to_tools("POST", "/items")))
+
+        # four attacks + the sentinel (which lists items itself and gets the trap's pair too);
+        # the last attack's events may ship in a later batch than the sentinel's first one
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                while counts() != (6, 5):
+                    proxy.ingest.arrived.clear()
+                    await proxy.ingest.arrived.wait()
+        assert counts() == (6, 5)
         assert proxy.matching(admin_or_sink(agent.tool_port, host)) == []
 
 
