@@ -21,7 +21,9 @@ minutes apart instead of a quarter of an hour. Phases:
 - ``ingest``: a fixed number of events in batches of 200 from concurrent
   senders (16), each sender a sidecar token of its own ingest-only project
   whose campaign is running (so each batch also reserves its ``seq`` range),
-  spread over the API processes; the events stored are counted back.
+  spread over the API processes; a sender waits 10 s for an answer, as a
+  sidecar does before it retries (a slower answer is an error); the events
+  stored are counted back.
   Scale-out: with 1 and 2 ``serve`` processes, and one ``serve --workers 2``;
 - ``sweep``: the ingest concurrency pushed up, a fixed time per level, with
   latency percentiles and errors, to see what gives first.
@@ -107,6 +109,9 @@ PRODUCTION = {"COGUMI_RUN_LEASE_SEC": "60", "COGUMI_RUN_REAPER_INTERVAL_SEC": "1
 """The harness shortens these for fault injection; the defaults cost less."""
 ORGS = 4
 BENCH_OWNER = "scaleout-bench"
+SIDECAR_TIMEOUT_SEC = 10.0
+"""How long a sidecar waits for an ingest answer before it retries (its ApiClient default):
+the bench's senders give up as soon, so a slower answer counts as an error."""
 PLACEHOLDER = b"B" * 32  # a batch_id's place in a pre-encoded body (uuid4().hex is 32 chars)
 
 
@@ -146,6 +151,17 @@ def tree_cpu(table: dict[int, tuple[int, float]], root: int) -> float:
         total += table.get(pid, (0, 0.0))[1]
         frontier.extend(children.get(pid, []))
     return total
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process, in MB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def roles(cluster: Cluster) -> dict[str, list[Proc]]:
@@ -328,6 +344,10 @@ class Probe:
             role: round(after.cpu[role] - before.cpu[role], 2) for role in after.cpu
         }
         result["cpu_sec"]["bench_client"] = round(after.bench_cpu - before.bench_cpu, 2)
+        result["rss_mb_max"] = {  # the largest process of each role, at the end
+            role: round(max((rss_mb(p.pid) for p in procs if p.alive), default=0.0))
+            for role, procs in roles(self.cluster).items()
+        }
         requests = after.requests - before.requests
         result["api_requests"] = dict(requests.most_common(6))
         if requests.total():
@@ -579,7 +599,8 @@ async def ingest_phase(
     batches = (events or 0) // BATCH
     deadline = 0.0
     limits = httpx.Limits(max_connections=senders, max_keepalive_connections=senders)
-    clients = {url: httpx.AsyncClient(base_url=url, timeout=60, trust_env=False, limits=limits)
+    clients = {url: httpx.AsyncClient(base_url=url, timeout=SIDECAR_TIMEOUT_SEC, trust_env=False,
+                                      limits=limits)
                for url in serves}  # fmt: skip
 
     async def sender(i: int) -> None:
