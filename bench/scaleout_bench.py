@@ -778,24 +778,59 @@ class Deployment:
         try:
             yield
         finally:
+            await self.quiesce()
             self.signal(signal.SIGSTOP)
+
+    async def quiesce(self, limit_sec: float = 60) -> None:
+        """Until its serve and worker processes are idle: requests a sender gave up on
+        still run in the server, and must not be frozen half-way into the next phase."""
+        procs = [s.proc for s in self.cluster.serves] + [w.proc for w in self.cluster.workers]
+        deadline = time.monotonic() + limit_sec
+
+        def busy() -> float:
+            table = proc_table()
+            return sum(tree_cpu(table, p.pid) for p in procs if p.alive)
+
+        before = busy()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            now = busy()
+            if now - before < 0.05:  # under 10% of a core
+                return
+            before = now
 
 
 async def bring_up(
     mode: str, tmp: Path, plan: Plan, stack: contextlib.AsyncExitStack
 ) -> Deployment:
-    """Start one deployment (stopped again on the way out of ``stack``)."""
-    (tmp / mode).mkdir()
-    if mode == "embedded":
-        log("embedded: starting serve, agents and sidecars")
-        cluster = await embedded(tmp / mode, projects=plan.campaigns, agent_args=plan.agent_args)
-        stack.push_async_callback(cluster.close)
-    else:
-        log("scale-out: starting PostgreSQL database, redis-server, 1 serve, 1 worker, agents")
-        cluster = await start_cluster(tmp / mode, serves=1, workers=1, orgs=ORGS,
-                                      projects=plan.campaigns, env={**LIFTED, **PRODUCTION},
-                                      agent_args=plan.agent_args)  # fmt: skip
-        stack.push_async_callback(stop_cluster, cluster)
+    """Start one deployment (stopped again on the way out of ``stack``).
+
+    A second try on failure: the harness picks free ports before its processes
+    bind them, and with two deployments starting ~100 processes another one
+    occasionally takes a port in between.
+    """
+    for attempt in (1, 2):
+        where = tmp / f"{mode}-{attempt}"
+        where.mkdir()
+        try:
+            if mode == "embedded":
+                log("embedded: starting serve, agents and sidecars")
+                cluster = await embedded(where, projects=plan.campaigns,
+                                         agent_args=plan.agent_args)  # fmt: skip
+                stack.push_async_callback(cluster.close)
+            else:
+                log("scale-out: starting PostgreSQL database, redis-server, 1 serve, 1 worker, "
+                    "agents")  # fmt: skip
+                cluster = await start_cluster(where, serves=1, workers=1, orgs=ORGS,
+                                              projects=plan.campaigns,
+                                              env={**LIFTED, **PRODUCTION},
+                                              agent_args=plan.agent_args)  # fmt: skip
+                stack.push_async_callback(stop_cluster, cluster)
+            break
+        except AssertionError as exc:  # a process of the deployment did not come up
+            if attempt == 2:
+                raise
+            log(f"{mode}: start-up failed ({str(exc).splitlines()[0]}); trying again")
     if not plan.fast_sidecars:
         await sidecar_defaults(cluster)
     deployment = Deployment(mode, cluster, Probe(cluster), [])
