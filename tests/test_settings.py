@@ -45,3 +45,19 @@ def test_private_targets_follow_mode() -> None:
         Settings(_env_file=None, mode="hosted", allow_private_targets=True).private_targets_allowed
         is True
     )  # type: ignore[call-arg]
+
+
+def test_postgres_pool_is_sized_by_settings() -> None:
+    from cogumi.db.engine import make_engine
+
+    pg = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        database_url="postgresql://u@h:5432/db",
+        database_pool_size=3,
+        database_max_overflow=2,
+    )
+    engine = make_engine(pg.effective_database_url, **pg.engine_options())
+    pool = engine.sync_engine.pool
+    assert (pool.size(), pool._max_overflow) == (3, 2)  # type: ignore[attr-defined]
+    sqlite = Settings(_env_file=None, data_dir=Path("/tmp/x"), database_pool_size=3)  # type: ignore[call-arg]
+    assert sqlite.engine_options() == {}

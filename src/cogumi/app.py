@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.effective_database_url)
+        engine = make_engine(settings.effective_database_url, **settings.engine_options())
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.rate_limiter = make_rate_limiter(settings)

@@ -41,6 +41,19 @@ class Settings(BaseSettings):
         description="SQLAlchemy async URL. Unset: SQLite at `<data_dir>/cogumi.db`. "
         "PostgreSQL: `postgresql+asyncpg://user@host:5432/db`.",
     )
+    database_pool_size: int = Field(
+        default=5,
+        ge=1,
+        description="PostgreSQL connections each process keeps open. Every `serve` worker "
+        "and every `worker` has its own pool: size PostgreSQL's `max_connections` for "
+        "processes x (pool size + overflow). Ignored on SQLite.",
+    )
+    database_max_overflow: int = Field(
+        default=10,
+        ge=0,
+        description="Extra PostgreSQL connections a process may open at a burst, closed "
+        "when returned. Ignored on SQLite.",
+    )
     redis_url: str | None = Field(
         default=None,
         description="Redis URL for shared rate limits, queue and live bus in scale-out mode.",
@@ -308,6 +321,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'cogumi.db').resolve()}"
+
+    def engine_options(self) -> dict[str, int]:
+        """Connection-pool options for :func:`cogumi.db.engine.make_engine`."""
+        if self.is_sqlite:
+            return {}
+        return {"pool_size": self.database_pool_size, "max_overflow": self.database_max_overflow}
 
     @property
     def is_sqlite(self) -> bool:

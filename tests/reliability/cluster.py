@@ -419,6 +419,9 @@ def _new_cluster(tmp: Path, database_url: str) -> Cluster:
         "COGUMI_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "COGUMI_SECRET_KEY": SECRET_KEY,
         "COGUMI_RUN_LEASE_SEC": str(LEASE_SEC),
+        # Small pools: the suite's processes share one PostgreSQL with other tests.
+        "COGUMI_DATABASE_POOL_SIZE": "4",
+        "COGUMI_DATABASE_MAX_OVERFLOW": "6",
         "COGUMI_RUN_REAPER_INTERVAL_SEC": str(REAPER_INTERVAL_SEC),
         "COGUMI_RETENTION_INTERVAL_SEC": "0",
         "COGUMI_SHUTDOWN_GRACE_SEC": "5",

@@ -21,7 +21,7 @@ async def set_quotas(
     settings: Settings, *, org_id: uuid.UUID, changes: dict[str, int | None]
 ) -> list[dict[str, Any]]:
     """Apply ``changes`` to the org's overrides and return its usage afterwards."""
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, **settings.engine_options())
     try:
         async with transaction(make_sessionmaker(engine)) as session:
             if await session.get(Organization, org_id) is None:

@@ -94,7 +94,7 @@ async def run_worker_process(settings: Settings, *, executor: Executor | None = 
     from cogumi.ops.metrics_server import MetricsServer, start_metrics_server
     from cogumi.webhooks.dispatch import start_dispatcher
 
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, **settings.engine_options())
     sessionmaker = make_sessionmaker(engine)
     metrics = Metrics()
     server: MetricsServer | None = None
