@@ -121,7 +121,6 @@ async def test_restarting_a_serve_under_load_loses_no_stream_message(cluster: Cl
     pollers, stop = [Poller(runs) for _ in range(3)], asyncio.Event()
     polling = [asyncio.ensure_future(p.run(cluster, stop)) for p in pollers]
     try:
-
         # Restart as soon as every client has a stream position and one run is under
         # way: on a busy machine waiting for all of them to be deep in their campaigns
         # lets the first runs end before the restart, and nothing would fail over.
