@@ -8,7 +8,15 @@ connection); sidecar CPU seconds per 1,000 requests and its memory under
 c=32; each with its ratio to direct and the target it is held to.
 
 Usage: python bench/sidecar_bench.py [--quick] [--seconds N] [--rounds N]
-[--record-all] [--sidecar-arg=--flag ...] [--processes N]
+[--record-all] [--sidecar-arg=--flag ...] [--processes N] [--mitmdump PATH]
+
+``--mitmdump PATH`` adds mitmproxy as a third side of every round, in regular
+mode with TLS passthrough (``--ignore-hosts '.*'``: CONNECT tunnels are not
+decrypted, as with the sidecar), reported as ``mitmproxy_per_s`` and
+``mitmproxy_ratio`` beside the sidecar's. mitmproxy is not a dependency of
+the product: install it into a venv of its own
+(``python -m venv /opt/mitm-venv && /opt/mitm-venv/bin/pip install mitmproxy``)
+and pass ``/opt/mitm-venv/bin/mitmdump``.
 
 ``sidecar_cpu_ms_per_op`` is the sidecar's CPU per request, per tunnel or per
 10 MiB download: the figure that depends least on how busy the machine is.
@@ -251,26 +259,26 @@ def memory_mb(pids: list[int]) -> tuple[float, float]:
 
 
 class Meter:
-    """CPU used by the client (this process), the upstream and the sidecar(s) during a phase."""
+    """CPU used by the client (this process), the upstream and the proxy measured in a phase."""
 
-    def __init__(self, upstream_pid: int, sidecar_pids: list[int]) -> None:
-        self.upstream_pid, self.sidecar_pids = upstream_pid, sidecar_pids
+    def __init__(self, upstream_pid: int, proxy_pids: dict[str, list[int]]) -> None:
+        self.upstream_pid, self.proxy_pids = upstream_pid, proxy_pids
 
-    def sidecar_family(self) -> list[int]:
-        return [p for pid in self.sidecar_pids for p in family(pid)]
+    def proxy_family(self, side: str) -> list[int]:
+        return [p for pid in self.proxy_pids.get(side, []) for p in family(pid)]
 
-    def _sample(self) -> tuple[float, float, float, float]:
-        sidecar = sum(cpu_seconds(p) for p in self.sidecar_family())
-        return time.perf_counter(), time.process_time(), cpu_seconds(self.upstream_pid), sidecar
+    def _sample(self, side: str) -> tuple[float, float, float, float]:
+        proxy = sum(cpu_seconds(p) for p in self.proxy_family(side))
+        return time.perf_counter(), time.process_time(), cpu_seconds(self.upstream_pid), proxy
 
-    async def measure(self, phase: Awaitable[dict[str, float]], sample_memory: bool = False) -> dict[str, Any]:  # fmt: skip
-        before = self._sample()
+    async def measure(self, phase: Awaitable[dict[str, float]], side: str, sample_memory: bool = False) -> dict[str, Any]:  # fmt: skip
+        before = self._sample(side)
         peak = [0.0, 0.0]
         stop = asyncio.Event()
 
         async def sampler() -> None:
             while not stop.is_set():
-                rss, pss = memory_mb(self.sidecar_family())
+                rss, pss = memory_mb(self.proxy_family(side))
                 peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
                 await asyncio.sleep(0.05)
 
@@ -279,16 +287,16 @@ class Meter:
         stop.set()
         if task is not None:
             await task
-        after = self._sample()
+        after = self._sample(side)
         wall = after[0] - before[0]
         result["cpu_cores"] = {
             "client": round((after[1] - before[1]) / wall, 2),
             "upstream": round((after[2] - before[2]) / wall, 2),
-            "sidecar": round((after[3] - before[3]) / wall, 2),
+            "proxy": round((after[3] - before[3]) / wall, 2),
         }
-        result["sidecar_cpu_sec"] = after[3] - before[3]
+        result["proxy_cpu_sec"] = after[3] - before[3]
         if sample_memory:
-            result["sidecar_rss_mb"], result["sidecar_pss_mb"] = round(peak[0], 1), round(peak[1], 1)  # fmt: skip
+            result["proxy_rss_mb"], result["proxy_pss_mb"] = round(peak[0], 1), round(peak[1], 1)
         return result
 
 
@@ -330,6 +338,17 @@ def start_processes(sidecar_args: list[str], count: int) -> tuple[int, subproces
     return up_port, up_proc, sidecars
 
 
+def start_mitmdump(path: str) -> tuple[int, subprocess.Popen[bytes]]:
+    """mitmproxy in regular mode, TLS passthrough for every host, no flow output."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [path, "--listen-host", "127.0.0.1", "--listen-port", str(port), "--mode", "regular",
+         "--ignore-hosts", ".*", "--quiet", "--set", "flow_detail=0"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    return port, proc
+
+
 def summarize(rounds: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
     def median(side: str, key: str) -> float:
         return round(float(statistics.median(r[side][key] for r in rounds)), 3)
@@ -341,68 +360,76 @@ def summarize(rounds: list[dict[str, Any]], target: float | None) -> dict[str, A
         "ratio": round(statistics.median(ratios), 3),
         "ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
     }
+    proxies = [side for side in ("sidecar", "mitmproxy") if side in rounds[0]]
+    if "mitmproxy" in proxies:
+        summary["mitmproxy_per_s"] = median("mitmproxy", "per_s")
+        mitm = [r["mitmproxy"]["per_s"] / r["direct"]["per_s"] for r in rounds]
+        summary["mitmproxy_ratio"] = round(statistics.median(mitm), 3)
     if "p50_ms" in rounds[0]["direct"]:
-        for side in ("direct", "sidecar"):
+        for side in ("direct", *proxies):
             summary[f"{side}_p50_ms"] = median(side, "p50_ms")
             summary[f"{side}_p99_ms"] = median(side, "p99_ms")
-    per_op = [r["sidecar"]["sidecar_cpu_sec"] / r["sidecar"]["requests"] * 1000 for r in rounds]
-    summary["sidecar_cpu_ms_per_op"] = round(statistics.median(per_op), 4)
+    for side in proxies:
+        per_op = [r[side]["proxy_cpu_sec"] / max(1, r[side]["requests"]) * 1000 for r in rounds]
+        summary[f"{side}_cpu_ms_per_op"] = round(statistics.median(per_op), 4)
     if target is not None:
         summary["target"], summary["met"] = target, summary["ratio"] >= target
     summary["rounds"] = rounds
     return summary
 
 
-async def run(args: argparse.Namespace, up_port: int, proxy_ports: list[int], meter: Meter) -> dict[str, Any]:  # fmt: skip
+async def run(args: argparse.Namespace, up_port: int, proxy_ports: dict[str, list[int]], meter: Meter) -> dict[str, Any]:  # fmt: skip
+    """Each figure in rounds; every round measures direct and each proxy, in rotating order."""
     upstream = ("127.0.0.1", up_port)
-    proxies = [("127.0.0.1", port) for port in proxy_ports]
     await wait_port(up_port)
-    for port in proxy_ports:
+    for port in (p for ports in proxy_ports.values() for p in ports):
         await wait_port(port)
     direct_req = b"GET /1k HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     proxied_req = b"GET http://127.0.0.1:%d/1k HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % up_port
-    await get_phase(proxies, proxied_req, 4, min(1.0, args.seconds))  # warm-up
     secs = args.seconds
-    phases: dict[str, tuple[Phase, Phase]] = {
-        "get_c1": (
-            lambda: get_phase([upstream], direct_req, 1, secs),
-            lambda: get_phase(proxies, proxied_req, 1, secs),
-        ),
-        "get_c32": (
-            lambda: get_phase([upstream], direct_req, 32, secs),
-            lambda: get_phase(proxies, proxied_req, 32, secs),
-        ),
-        "connect_download": (
-            lambda: download(upstream, None, 3),
-            lambda: download(upstream, proxies[0], 3),
-        ),
-        "new_tunnels": (
-            lambda: new_connections(upstream, None, secs),
-            lambda: new_connections(upstream, proxies, secs),
-        ),
-    }
-    if args.record_all:
-        phases = {k: v for k, v in phases.items() if k.startswith("get_")}
+
+    def sides(name: str) -> dict[str, Phase]:
+        """The phase ``name`` for direct and for each proxy under test."""
+        out: dict[str, Phase] = {}
+        for side in ("direct", *proxy_ports):
+            via = [("127.0.0.1", port) for port in proxy_ports.get(side, [])]
+            if name == "get_c1":
+                out[side] = lambda v=via: get_phase(v or [upstream], proxied_req if v else direct_req, 1, secs)  # type: ignore[misc]  # fmt: skip
+            elif name == "get_c32":
+                out[side] = lambda v=via: get_phase(v or [upstream], proxied_req if v else direct_req, 32, secs)  # type: ignore[misc]  # fmt: skip
+            elif name == "connect_download":
+                out[side] = lambda v=via: download(upstream, v[0] if v else None, 3)  # type: ignore[misc]
+            else:
+                out[side] = lambda v=via: new_connections(upstream, v or None, secs)  # type: ignore[misc]
+        return out
+
+    for ports in proxy_ports.values():  # warm-up
+        await get_phase([("127.0.0.1", p) for p in ports], proxied_req, 4, min(1.0, secs))
+    names = ["get_c1", "get_c32"] if args.record_all else list(TARGETS)
     results: dict[str, Any] = {}
-    for name, (direct, via) in phases.items():
+    for name in names:
+        phases = sides(name)
+        order = list(phases)
         rounds = []
         for index in range(args.rounds):
-            order = ("direct", "sidecar") if index % 2 == 0 else ("sidecar", "direct")
             one: dict[str, Any] = {}
-            for side in order:
-                phase = direct() if side == "direct" else via()
-                one[side] = await meter.measure(phase, sample_memory=side == "sidecar" and name == "get_c32")  # fmt: skip
+            for side in order[index % len(order) :] + order[: index % len(order)]:
+                memory = side != "direct" and name == "get_c32"
+                one[side] = await meter.measure(phases[side](), side, sample_memory=memory)
             rounds.append(one)
         results[name] = summarize(rounds, None if args.record_all else TARGETS[name])
-    c32 = [r["sidecar"] for r in results["get_c32"]["rounds"]]
-    results["sidecar_cpu_sec_per_1000_requests_c32"] = round(
-        sum(r["sidecar_cpu_sec"] for r in c32) / sum(r["requests"] for r in c32) * 1000, 3
-    )
-    results["sidecar_memory_c32"] = {
-        "peak_rss_mb": max(r["sidecar_rss_mb"] for r in c32),
-        "peak_pss_mb": max(r["sidecar_pss_mb"] for r in c32),
+    for side in proxy_ports:
+        c32 = [r[side] for r in results["get_c32"]["rounds"]]
+        results[f"{side}_cpu_sec_per_1000_requests_c32"] = round(
+            sum(r["proxy_cpu_sec"] for r in c32) / sum(r["requests"] for r in c32) * 1000, 3
+        )
+        results[f"{side}_memory_c32"] = {
+            "peak_rss_mb": max(r["proxy_rss_mb"] for r in c32),
+            "peak_pss_mb": max(r["proxy_pss_mb"] for r in c32),
+        }
+    results["sidecar_memory_c32"] |= {
         "target_mb": RSS_TARGET_MB,
-        "met": max(r["sidecar_rss_mb"] for r in c32) <= RSS_TARGET_MB,
+        "met": results["sidecar_memory_c32"]["peak_rss_mb"] <= RSS_TARGET_MB,
     }
     return results
 
@@ -419,6 +446,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1,
                         help="experiment: N independent sidecar processes, the load spread over "
                         "them (each with its own shipper and throttle; not a product mode)")  # fmt: skip
+    parser.add_argument("--mitmdump", help="path of a mitmdump binary: measure mitmproxy too")
     parser.add_argument("--serve-upstream", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     runner = uvloop.run if uvloop is not None else asyncio.run
@@ -441,20 +469,31 @@ def main() -> None:
         "load_average_before": os.getloadavg(),
     }
     up_port, up_proc, sidecars = start_processes(sidecar_args, args.processes)
+    mitm = start_mitmdump(args.mitmdump) if args.mitmdump else None
     try:
-        meter = Meter(up_proc.pid, [proc.pid for _, proc in sidecars])
-        report["results"] = runner(run(args, up_port, [port for port, _ in sidecars], meter))
+        ports = {"sidecar": [port for port, _ in sidecars]}
+        pids = {"sidecar": [proc.pid for _, proc in sidecars]}
+        if mitm is not None:
+            ports["mitmproxy"], pids["mitmproxy"] = [mitm[0]], [mitm[1].pid]
+            version = subprocess.run([args.mitmdump, "--version"], capture_output=True, text=True)
+            report["mitmproxy_version"] = version.stdout.split("\n", 1)[0]
+        report["results"] = runner(run(args, up_port, ports, Meter(up_proc.pid, pids)))
     finally:
         for _, proc in sidecars:
             proc.send_signal(signal.SIGTERM)
+        if mitm is not None:
+            mitm[1].terminate()
         up_proc.terminate()
         for _, proc in sidecars:
             proc.wait(timeout=20)
+        if mitm is not None:
+            mitm[1].wait(timeout=20)
         up_proc.wait(timeout=5)
     report["load_average_after"] = os.getloadavg()
     results = report["results"]
     report["summary"] = {
-        name: {k: results[name][k] for k in ("ratio", "target", "met") if k in results[name]}
+        name: {k: results[name][k] for k in ("ratio", "target", "met", "mitmproxy_ratio")
+               if k in results[name]}
         for name in ("get_c1", "get_c32", "connect_download", "new_tunnels") if name in results
     } | {"memory": results["sidecar_memory_c32"]}  # fmt: skip
     print(json.dumps(report, indent=2))
