@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cogumi.errors import Forbidden, Unauthenticated
 from cogumi.events.ingest import (
     COLUMNS,
+    Batch,
     Prepared,
     RunRow,
     SidecarRef,
@@ -54,7 +55,7 @@ from cogumi.events.ingest import (
     target_for,
 )
 from cogumi.events.models import IngestBatch, SidecarStatus
-from cogumi.events.schemas import IngestBatchIn, IngestResult
+from cogumi.events.schemas import IngestResult
 from cogumi.projects.models import SidecarToken
 from cogumi.quotas.ingest import IngestQuota
 from cogumi.quotas.models import OrgQuota
@@ -74,9 +75,7 @@ class FastPath(Protocol):
 class FastConnection(Protocol):
     async def authenticate(self, token: str) -> SidecarRef: ...
 
-    async def find_target(
-        self, ref: SidecarRef, batch: IngestBatchIn, quota: IngestQuota
-    ) -> Target: ...
+    async def find_target(self, ref: SidecarRef, batch: Batch, quota: IngestQuota) -> Target: ...
 
     async def write(
         self, ref: SidecarRef, prepared: Prepared, target: Target
@@ -221,9 +220,7 @@ class _PostgresConnection:
         ids = _check_token(token, row)[2:]
         return SidecarRef(*(uuid.UUID(str(value)) for value in ids))
 
-    async def find_target(
-        self, ref: SidecarRef, batch: IngestBatchIn, quota: IngestQuota
-    ) -> Target:
+    async def find_target(self, ref: SidecarRef, batch: Batch, quota: IngestQuota) -> Target:
         check_project(ref, batch)
         limits = None
         if batch.events:
@@ -410,9 +407,7 @@ class _SqliteConnection:
         ids = _check_token(token, row)[2:]
         return SidecarRef(*(uuid.UUID(hex=value) for value in ids))
 
-    async def find_target(
-        self, ref: SidecarRef, batch: IngestBatchIn, quota: IngestQuota
-    ) -> Target:
+    async def find_target(self, ref: SidecarRef, batch: Batch, quota: IngestQuota) -> Target:
         check_project(ref, batch)
         limits = None
         if batch.events:

@@ -126,7 +126,7 @@ async def ingest_events(
 
 
 async def _prepare(
-    request: Request, ref: ingest.SidecarRef, batch: IngestBatchIn
+    request: Request, ref: ingest.SidecarRef, batch: ingest.Batch
 ) -> ingest.Prepared:
     """Charge the token's events/min budget (429), then prepare the rows."""
     state = request.app.state
