@@ -14,7 +14,12 @@ speed survives HTTP, validation, payload bounds, hashing and transactions.
 the machine is than the rates do.
 
 Usage: python bench/ingest_bench.py [--events N] [--stores postgresql,sqlite]
-[--workers 1,2]. PostgreSQL: the server at COGUMI_BENCH_PG_ADMIN_URL
+[--workers 1,2] [--runs N].
+
+``--runs N`` (default 1) spreads the senders over N projects of one org, each
+with its own sidecar token and running campaign, as N sidecars beside N agents
+would be: with 1 (the default) all 8 senders write into one run, whose row
+lock orders their ``seq`` reservations, the worst case. PostgreSQL: the server at COGUMI_BENCH_PG_ADMIN_URL
 (default postgresql://postgres@127.0.0.1:5432/postgres); a scratch database
 is created and dropped per measurement. ``--workers`` above 1 uses Redis at
 COGUMI_BENCH_REDIS_URL (default redis://127.0.0.1:6379/0).
@@ -98,16 +103,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def seed(url: str) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID, str, uuid.UUID]:
-    """An org, a project with a sidecar token, a running campaign."""
+async def seed(
+    url: str, org_id: uuid.UUID | None = None
+) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID, str, uuid.UUID]:
+    """An org (or the given one), a project with a sidecar token, a running campaign."""
     engine = make_engine(url)
     issued = security.issue_prefixed_token("cgs")
-    org_id, project_id, token_id, run_id = (uuid.uuid4() for _ in range(4))
+    project_id, token_id, run_id = (uuid.uuid4() for _ in range(3))
     try:
         async with transaction(make_sessionmaker(engine)) as session:
-            session.add(Organization(id=org_id, name="bench"))
-            await session.flush()
-            session.add(Project(id=project_id, org_id=org_id, name="bench"))
+            if org_id is None:
+                org_id = uuid.uuid4()
+                session.add(Organization(id=org_id, name="bench"))
+                await session.flush()
+            session.add(Project(id=project_id, org_id=org_id, name=f"bench-{project_id.hex[:8]}"))
             await session.flush()
             session.add(
                 SidecarToken(
@@ -136,23 +145,37 @@ def encoded_batches(project_id: uuid.UUID, total: int) -> list[bytes]:
     ]  # fmt: skip
 
 
-async def send_all(base: str, project_id: uuid.UUID, token: str, total: int) -> float:
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in encoded_batches(project_id, total):
-        queue.put_nowait(body)
+async def send_all(base: str, targets: list[tuple[uuid.UUID, str]], total: int) -> float:
+    """``total`` events from 8 senders, sender i posting as ``targets[i % len(targets)]``
+    (project, token), each target's batches in a queue of its own."""
+    share = total // len(targets)
+    queues: list[asyncio.Queue[bytes]] = []
+    for project_id, _ in targets:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        for body in encoded_batches(project_id, share):
+            queue.put_nowait(body)
+        queues.append(queue)
 
-    async def sender(client: httpx.AsyncClient) -> None:
+    async def sender(client: httpx.AsyncClient, queue: asyncio.Queue[bytes]) -> None:
         while not queue.empty():
             body = queue.get_nowait()
             response = await client.post("/api/ingest/events", content=body)
             assert response.status_code == 200, response.text
 
-    headers = {"X-Sidecar-Token": token, "Content-Type": "application/json"}
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, trust_env=False) as c:
-        await sender_warmup(c, project_id)
+    clients = []
+    for project_id, token in targets:
+        headers = {"X-Sidecar-Token": token, "Content-Type": "application/json"}
+        client = httpx.AsyncClient(base_url=base, headers=headers, timeout=60, trust_env=False)
+        await sender_warmup(client, project_id)
+        clients.append(client)
+    try:
         started = time.perf_counter()
-        await asyncio.gather(*(sender(c) for _ in range(SENDERS)))
+        await asyncio.gather(*(sender(clients[i % len(targets)], queues[i % len(targets)])
+                               for i in range(SENDERS)))  # fmt: skip
         return time.perf_counter() - started
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 async def keep_sending(base: str, project_id: uuid.UUID, token: str, seconds: float) -> int:
@@ -225,9 +248,16 @@ def raw_sqlite(path: str, rows: list[tuple[Any, ...]]) -> float:
         conn.close()
 
 
-async def measure(store: str, url: str, total: int, data_dir: Path, workers: int) -> dict[str, Any]:
+async def measure(
+    store: str, url: str, total: int, data_dir: Path, workers: int, runs: int = 1
+) -> dict[str, Any]:
     await asyncio.to_thread(upgrade, url)
     org_id, project_id, token_id, token, _ = await seed(url)
+    targets = [(project_id, token)]
+    for _ in range(runs - 1):
+        _, other_project, _, other_token, _ = await seed(url, org_id)
+        targets.append((other_project, other_token))
+    total -= total % (BATCH * runs)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COGUMI_")}
     env |= {"COGUMI_DATABASE_URL": url, "COGUMI_DATA_DIR": str(data_dir), "COGUMI_PORT": str(port),
@@ -245,7 +275,7 @@ async def measure(store: str, url: str, total: int, data_dir: Path, workers: int
     try:
         await wait_up(base, proc)
         cpu_before = tree_cpu_seconds(proc.pid)
-        api_sec = await send_all(base, project_id, token, total)
+        api_sec = await send_all(base, targets, total)
         server_cpu = tree_cpu_seconds(proc.pid) - cpu_before
     except Exception:
         sys.stderr.write(server_log.read_text(errors="replace")[-6000:])
@@ -263,6 +293,7 @@ async def measure(store: str, url: str, total: int, data_dir: Path, workers: int
         "events": total,
         "batch": BATCH,
         "senders": SENDERS,
+        "runs": runs,
         "serve_workers": workers,
         "api_events_per_sec": round(api_rate),
         "server_cpu_ms_per_1k_events": round(1000 * server_cpu / total * 1000, 1),
@@ -309,19 +340,19 @@ async def wait_up(base: str, proc: asyncio.subprocess.Process) -> None:
             await asyncio.sleep(0.2)
 
 
-async def one_store(store: str, total: int, workers: int, tmp: Path) -> dict[str, Any]:
+async def one_store(store: str, total: int, workers: int, tmp: Path, runs: int = 1) -> dict[str, Any]:  # fmt: skip
     """One measurement on a fresh database of ``store``."""
     data_dir = tmp / f"{store}-{workers}"
     data_dir.mkdir()
     if store == "sqlite":
         return await measure(store, f"sqlite+aiosqlite:///{data_dir}/bench.db", total, data_dir,
-                             workers)  # fmt: skip
+                             workers, runs)  # fmt: skip
     name = f"cogumi_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{name}"')
     url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
     try:
-        return await measure(store, url, total, data_dir, workers)
+        return await measure(store, url, total, data_dir, workers, runs)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
@@ -334,6 +365,7 @@ async def main() -> None:
     parser.add_argument(
         "--workers", default="1", help="`serve --workers` values to measure, e.g. 1,2 (>1: Redis)"
     )
+    parser.add_argument("--runs", type=int, default=1, help="projects/runs the senders spread over")
     parser.add_argument("--load-against", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument("--project", help=argparse.SUPPRESS)
@@ -350,7 +382,8 @@ async def main() -> None:
         for store in args.stores.split(","):
             for workers in (int(w) for w in args.workers.split(",")):
                 key = store if workers == 1 else f"{store}_workers_{workers}"
-                results[key] = await one_store(store, args.events, workers, Path(tmp))
+                key += f"_runs_{args.runs}" if args.runs > 1 else ""
+                results[key] = await one_store(store, args.events, workers, Path(tmp), args.runs)
     print(json.dumps(results, indent=2))
 
 
