@@ -67,7 +67,8 @@ class EventIn(BulkInput):
     actor: Actor = "target"
     destination: DestinationIn | None = None
     http: HttpIn | None = None
-    # Free-form but bounded: the server truncates it to 64 KB and re-redacts it.
+    # Free-form but bounded: the server truncates it to 64 KB. Redaction happens in the
+    # sidecar, before the payload leaves the customer's network; the server stores it as sent.
     payload_redacted: dict[str, Any] = Field(default_factory=dict)
     matches: list[MatchIn] = Field(default_factory=list, max_length=100)
     error: Long | None = Field(default=None, description="What went wrong upstream, if anything.")
