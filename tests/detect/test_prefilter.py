@@ -6,13 +6,13 @@ examples, scan_all finds exactly what running each rule from every place
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from cogumi.detect import secrets
 from cogumi.detect.match import SecretMatch
 from cogumi.detect.rules import RULES
+from tests.datasets import dataset
 
-DATASET = Path("/work/shared/datasets/noseyparker-secret-examples")  # as bench/detect_eval.py
+NOSEY_PARKER = "noseyparker-secret-examples"  # as bench/detect_eval.py
 
 HEADER_LIKE = [
     "127.0.0.1:8080", "text/plain", "keep-alive", "application/json; charset=utf-8",
@@ -40,7 +40,8 @@ def reference_scan(text: str) -> list[SecretMatch]:
 
 
 def samples() -> list[str]:
-    lines = (DATASET / "secret_examples.jsonl").read_text(encoding="utf-8").splitlines()
+    jsonl = dataset(NOSEY_PARKER) / "secret_examples.jsonl"
+    lines = jsonl.read_text(encoding="utf-8").splitlines()
     examples = [json.loads(line)["text"] for line in lines]
     bodies = ["\n".join(examples[i : i + 40]) for i in range(0, len(examples), 40)]
     return examples + HEADER_LIKE + bodies

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 
 from cogumi.engine.evaluators.refusal import is_refusal, score_refusal
+from tests.datasets import dataset
 
-XSTEST = Path("/work/shared/datasets/xstest-v2-human-labels")
+XSTEST = "xstest-v2-human-labels"
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_score_is_bounded_and_explains_itself() -> None:
 def test_beats_the_string_match_baseline_on_xstest() -> None:
     """Binary agreement with the human labels over all 2,250 completions stays above 88.4%."""
     agree = total = 0
-    for path in sorted(XSTEST.glob("xstest_v2_completions_*.csv")):
+    for path in sorted(dataset(XSTEST).glob("xstest_v2_completions_*.csv")):
         with path.open(newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
                 truth = row["final_label"].strip() in {"2_full_refusal", "3_partial_refusal"}
