@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from cogumi.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,3 +63,31 @@ def test_postgres_pool_is_sized_by_settings() -> None:
     assert (pool.size(), pool._max_overflow) == (3, 2)  # type: ignore[attr-defined]
     sqlite = Settings(_env_file=None, data_dir=Path("/tmp/x"), database_pool_size=3)  # type: ignore[call-arg]
     assert sqlite.engine_options() == {}
+
+
+def test_dotenv_in_working_directory_sets_settings_and_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("COGUMI_PORT", "COGUMI_SECRET_KEY", "COGUMI_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".env").write_text(
+        "COGUMI_PORT=9123\nCOGUMI_SECRET_KEY=from-dotenv\nCOGUMI_MODE=hosted\n", encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)
+    from_file = Settings()
+    assert from_file.port == 9123
+    assert from_file.mode == "hosted"
+    assert from_file.secret_key is not None
+    assert from_file.secret_key.get_secret_value() == "from-dotenv"
+    monkeypatch.setenv("COGUMI_PORT", "9124")
+    monkeypatch.setenv("COGUMI_SECRET_KEY", "from-environment")
+    overridden = Settings()
+    assert overridden.port == 9124
+    assert overridden.secret_key is not None
+    assert overridden.secret_key.get_secret_value() == "from-environment"
+    assert overridden.mode == "hosted"  # still from .env: only the set variables win
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("COGUMI_PORT")
+    assert Settings().port == 8000  # the .env of the working directory only
