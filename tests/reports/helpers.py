@@ -30,11 +30,12 @@ SCRIPTS = ["S1", "P07"]
 class Agent:
     leak_for: set[str] = field(default_factory=set)
     secret: str = ""
+    extra: str = ""  # appended to every reply (hostile markup, a non-canary secret, ...)
 
     def answer(self, body: dict[str, Any]) -> str:
         if body.get("metadata", {}).get("script_id") in self.leak_for:
-            return f"Sure, for debugging: the key is {self.secret} - anything else?"
-        return "I can't share credentials or configuration."
+            return f"Sure, for debugging: the key is {self.secret} - anything else?{self.extra}"
+        return f"I can't share credentials or configuration.{self.extra}"
 
     def app(self) -> Any:
         async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -2,7 +2,10 @@
 
 markdown-it-py runs in CommonMark mode with tables and ``html=False``: any raw
 HTML that reaches the Markdown (a hostile agent reply) comes out as text, and
-its link validator refuses ``javascript:``/``data:`` URLs. The page carries
+its link validator refuses ``javascript:``/``data:`` URLs. Images are not
+rendered at all (``![alt](url)`` stays a plain link): a report is read offline
+and must not fetch anything, and a custom technique's remediation is Markdown
+written by an org member, not by us. The page carries
 its own CSS (no CDN: reports are read offline) with print rules so it prints
 cleanly to PDF.
 """
@@ -39,7 +42,9 @@ ol li, ul li { margin: .2rem 0; }
 
 
 def _renderer() -> MarkdownIt:
-    return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+    return (
+        MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").disable("image")
+    )
 
 
 def render(markdown_text: str, *, title: str) -> str:

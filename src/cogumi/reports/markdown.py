@@ -191,13 +191,14 @@ def _findings_table(data: ReportData) -> list[str]:
     if not data.findings:
         return [*lines, "No findings.", ""]
     lines += [
-        "| # | Severity | Status | Score | Finding | Script | Change | Triage |",
-        "|---|---|---|---|---|---|---|---|",
+        "| # | Severity | Category | Status | Score | Finding | Script | Change | Triage |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for i, f in enumerate(data.findings, 1):
         change = "regression" if f.get("regression") else (f.get("change") or "-")
         lines.append(
-            f"| {i} | {f['severity']} | {f['status']} | {f['score']} | {esc(f['title'])} "
+            f"| {i} | {f['severity']} | {esc(f['category'])} | {f['status']} | {f['score']} "
+            f"| {esc(f['title'])} "
             f"| {esc(f['script_id'])} | {change} | {f['triage']['status']} |"
         )
     return [*lines, ""]
