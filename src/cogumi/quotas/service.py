@@ -149,7 +149,7 @@ async def count_projects(session: AsyncSession, *, org_id: uuid.UUID) -> int:
     return int(await session.scalar(query) or 0)
 
 
-async def _counter_used(session: AsyncSession, *, org_id: uuid.UUID, key: str) -> int:
+async def counter_used(session: AsyncSession, *, org_id: uuid.UUID, key: str) -> int:
     query = select(QuotaCounter.used).where(QuotaCounter.org_id == org_id, QuotaCounter.key == key)
     return int(await session.scalar(query) or 0)
 
@@ -199,7 +199,7 @@ async def charge_run(
     )  # fmt: skip
     for quota, key, limit, wait in checks:
         if await _charge(session, org_id=project.org_id, key=key, limit=limit) is None:
-            used = await _counter_used(session, org_id=project.org_id, key=key)
+            used = await counter_used(session, org_id=project.org_id, key=key)
             raise QuotaExceeded(
                 quota, limit=limit, used=used, retry_after=wait,
                 what="no more runs until the period ends",
@@ -241,10 +241,15 @@ async def _busiest_project_today(session: AsyncSession, *, org_id: uuid.UUID, no
     return int(await session.scalar(query) or 0)
 
 
-async def _largest_active_run(session: AsyncSession, *, org_id: uuid.UUID) -> int:
+async def largest_active_run(
+    session: AsyncSession, *, org_id: uuid.UUID, project_id: uuid.UUID | None = None
+) -> int:
+    """Events held by the org's (or one project's) largest queued or running run."""
     query = select(func.max(Run.last_seq)).where(
         Run.org_id == org_id, Run.status.in_(ACTIVE_STATUSES)
     )
+    if project_id is not None:
+        query = query.where(Run.project_id == project_id)
     return int(await session.scalar(query) or 0)
 
 
@@ -257,9 +262,9 @@ async def usage(
     limits = asdict(limits_of(row, settings))
     used = {
         "projects": await count_projects(session, org_id=org_id),
-        "runs_per_month": await _counter_used(session, org_id=org_id, key=month_key(now)),
+        "runs_per_month": await counter_used(session, org_id=org_id, key=month_key(now)),
         "runs_per_day_per_project": await _busiest_project_today(session, org_id=org_id, now=now),
-        "events_per_run": await _largest_active_run(session, org_id=org_id),
+        "events_per_run": await largest_active_run(session, org_id=org_id),
         "storage_bytes": storage_used(row) if row is not None else 0,
     }
     return [

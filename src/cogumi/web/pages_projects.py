@@ -11,6 +11,7 @@ from cogumi.events import service as events_service
 from cogumi.projects import canaries, service, snippets
 from cogumi.projects.models import Project
 from cogumi.projects.schemas import ATTACK_STYLES, BUILTIN_SCRIPTS
+from cogumi.quotas.project_usage import project_usage
 from cogumi.runs import service as runs_service
 from cogumi.tenancy.deps import AppSettings, DbSession
 from cogumi.web import dashboard
@@ -111,7 +112,11 @@ async def wizard_page(
 
 @router.get("/projects/{project_id}/settings", response_class=HTMLResponse)
 async def settings_page(
-    request: Request, project_id: str, viewer: PageViewer, session: DbSession
+    request: Request,
+    project_id: str,
+    viewer: PageViewer,
+    session: DbSession,
+    settings: AppSettings,
 ) -> HTMLResponse:
     project = await _project(session, viewer, project_id)
     return render(
@@ -129,4 +134,5 @@ async def settings_page(
             **(project.redteam or {}),
         },
         lines="\n".join,
+        usage=await project_usage(session, project=project, settings=settings),
     )
