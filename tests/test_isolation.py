@@ -9,20 +9,34 @@ the caller's own org and another org, the answer must be exactly:
 - a role without the permission: 403;
 - allowed role, object of another org: 404, the same as a missing object;
 - allowed role, own object: success (2xx).
+
+The matrix derives who is allowed from the permissions table itself
+(``cogumi.tenancy.permissions.allows``), so a wrong grant there would pass it;
+``test_contract_role_rules_hold_literally`` pins a few rules of CONTRACTS.md
+"Tenancy and access" by hand, independently of that table. And the route list
+is checked against the live app (``create_app().routes``), not only against
+the routers the app is meant to include.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from fastapi import APIRouter
+from fastapi.routing import iter_route_contexts
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
-from cogumi.app import api_route_table
+from cogumi.app import api_route_table, create_app
+from cogumi.config import Settings
 from cogumi.engine.library.loader import load_builtin
 from cogumi.engine.models import CustomLibrary
 from cogumi.findings.models import Finding, FindingStatus
@@ -34,7 +48,13 @@ from cogumi.tenancy import security
 from cogumi.tenancy.models import ApiKey, Invitation, Membership, Role, User
 from cogumi.tenancy.permissions import Permission, allows
 from cogumi.webhooks.models import Webhook
-from tests.factories import Account, Accounts, unique_email
+from tests.factories import (
+    Account,
+    Accounts,
+    SidecarFixture,
+    project_with_token,
+    unique_email,
+)
 
 PUBLIC = "public"  # anyone; behaviour tested in the area's own tests
 USER = "user"  # a signed-in person (API keys refused), acting on their own account
@@ -121,6 +141,15 @@ ACCESS: dict[tuple[str, str], str | Permission] = {
     ("PATCH", "/api/webhooks/{webhook_id}"): Permission.TOKENS_MANAGE,
     ("DELETE", "/api/webhooks/{webhook_id}"): Permission.TOKENS_MANAGE,
     ("GET", "/api/webhooks/{webhook_id}/deliveries"): Permission.TOKENS_MANAGE,
+}
+
+# Served under /api by the app itself, outside the API routers, on purpose: the
+# interactive docs page, its packaged assets and the OpenAPI document. Public and
+# read-only (tests/apidocs). A mounted app without a route table is listed as MOUNT.
+API_DOCS: set[tuple[str, str]] = {
+    ("GET", "/api/docs"),
+    ("GET", "/api/openapi.json"),
+    ("MOUNT", "/api/docs/assets"),
 }
 
 
@@ -327,6 +356,76 @@ async def call(
     )
 
 
+def _under_api(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
+
+
+def live_api_routes(routes: Sequence[BaseRoute], prefix: str = "") -> set[tuple[str, str]]:
+    """Every (method, path) under /api that ``routes`` serve, walking included routers
+    and mounted apps. Starlette answers HEAD on every GET route, so HEAD beside GET is
+    not listed; a mount whose app has no route table is ("MOUNT", its path)."""
+    found: set[tuple[str, str]] = set()
+    for context in iter_route_contexts(routes):
+        route = context.original_route
+        path = prefix + (context.path or "")
+        if isinstance(route, Mount):
+            if route.routes:
+                found |= live_api_routes(route.routes, path)
+            elif _under_api(path) or path == "" or "/api".startswith(path + "/"):
+                found.add(("MOUNT", path))  # an opaque app that may answer under /api
+        elif isinstance(route, WebSocketRoute):
+            if _under_api(path):
+                found.add(("WEBSOCKET", path))
+        elif _under_api(path):
+            methods = set(context.methods or ())
+            if "GET" in methods:
+                methods.discard("HEAD")
+            found |= {(method, path) for method in methods}
+    return found
+
+
+def test_every_route_of_the_live_app_is_listed() -> None:
+    """Walk what ``create_app`` really serves, not the router lists it is built from:
+    a route added on the app or a router included outside those lists fails here."""
+    served = live_api_routes(create_app(Settings(_env_file=None)).routes)  # type: ignore[call-arg]
+    known = set(ACCESS) | API_DOCS
+    assert served == known, {
+        "unlisted routes (add them to ACCESS, or to API_DOCS if public docs)": sorted(
+            served - known
+        ),
+        "listed but not served": sorted(known - served),
+    }
+
+
+def test_the_live_walk_sees_routes_added_outside_the_router_lists() -> None:
+    app = create_app(Settings(_env_file=None))  # type: ignore[call-arg]
+
+    async def endpoint() -> dict[str, str]:
+        return {}
+
+    app.add_api_route("/api/added-on-app", endpoint, methods=["POST"])
+    extra = APIRouter()
+    extra.add_api_route("/extra/{thing}", endpoint, methods=["DELETE"])
+    nested = APIRouter(prefix="/nested")
+    nested.add_api_route("/deep", endpoint, methods=["PUT"])
+    extra.include_router(nested)
+    app.include_router(extra, prefix="/api")
+    app.add_route("/api/plain", lambda request: PlainTextResponse("hi"), methods=["GET"])
+    sub = Starlette(routes=[Route("/inside", lambda request: PlainTextResponse("hi"))])
+    app.mount("/api/sub", sub)
+    app.mount("/api/files", StaticFiles(directory=".", check_dir=False))
+    served = live_api_routes(app.routes)
+    added = {
+        ("POST", "/api/added-on-app"),
+        ("DELETE", "/api/extra/{thing}"),
+        ("PUT", "/api/nested/deep"),
+        ("GET", "/api/plain"),
+        ("GET", "/api/sub/inside"),
+        ("MOUNT", "/api/files"),
+    }
+    assert served - (set(ACCESS) | API_DOCS) == added
+
+
 def test_every_route_is_listed() -> None:
     served = set(api_route_table())
     assert served == set(ACCESS), {
@@ -356,6 +455,8 @@ async def test_roles_and_orgs_on_every_org_scoped_route(accounts: Accounts) -> N
                 url = await fill(world, path, target_org)
                 client = caller.client if caller else anonymous
                 response = await call(client, method, url, body_for(method, path))
+                # Who may call comes from the permissions table (``allows``); the
+                # literal pins in test_contract_role_rules_hold_literally check it.
                 if caller is None:
                     expected: set[int] | str = {401}
                 elif not allows(caller.role, rule):
@@ -398,8 +499,6 @@ async def test_user_routes_refuse_api_keys_and_anonymous(accounts: Accounts) -> 
 
 
 async def test_sidecar_routes_take_only_sidecar_tokens(accounts: Accounts) -> None:
-    from tests.factories import project_with_token
-
     owner = await accounts.signup()
     key = await accounts.api_key(owner.org_id, Role.OWNER)
     sidecar = await project_with_token(accounts, owner.org_id)
@@ -419,3 +518,71 @@ async def test_sidecar_routes_take_only_sidecar_tokens(accounts: Accounts) -> No
         if "{project_id}" in path:
             wrong = await call(other.client, method, url, body)
             assert wrong.status_code == 403, path
+
+
+async def test_contract_role_rules_hold_literally(accounts: Accounts) -> None:
+    """A few rules of CONTRACTS.md "Tenancy and access", written out by hand rather than
+    read from the permissions table: OWNER has the org, members, tokens and quotas;
+    ADMIN projects, runs, settings and tokens (and reads the audit log); MEMBER starts
+    runs and triages; VIEWER only reads; sidecar tokens do ingest and heartbeat only."""
+    team = await accounts.org_with_roles()
+    owner, admin = team[Role.OWNER], team[Role.ADMIN]
+    member, viewer = team[Role.MEMBER], team[Role.VIEWER]
+    org_id = owner.org_id
+    created = await owner.client.post("/api/projects", json={"name": f"pin-{uuid.uuid4().hex[:8]}"})
+    assert created.status_code == 201, created.text
+    project = f"/api/projects/{created.json()['id']}"
+    finding = f"/api/findings/{(await World(accounts).fresh('finding_id', org_id))['finding_id']}"
+    viewer_key = await accounts.api_key(org_id, Role.VIEWER)
+    sidecar = await project_with_token(accounts, org_id)
+    heartbeat = f"/api/projects/{sidecar.project_id}/sidecar/heartbeat"
+    token, key = {"name": "edge"}, {"name": "ci", "role": "VIEWER"}
+    triage, demote = {"status": "accepted"}, {"role": "MEMBER"}
+    quotas = {"events_per_run": 10_000}
+    invite = {"email": unique_email("pin"), "role": "VIEWER"}
+    no_body: dict[str, Any] | None = None
+    # (who, method, path, body, status): in order, as each may change what follows.
+    rules: list[tuple[str, Account | SidecarFixture, str, str, dict[str, Any] | None, int]] = [
+        # VIEWER: read only, signed in or as an API key of that role.
+        ("viewer", viewer, "GET", project, no_body, 200),
+        ("viewer", viewer, "POST", f"{project}/runs", no_body, 403),
+        ("viewer", viewer, "PATCH", finding, triage, 403),
+        ("viewer", viewer, "POST", "/api/projects", {"name": "no"}, 403),
+        ("viewer key", viewer_key, "GET", project, no_body, 200),
+        ("viewer key", viewer_key, "POST", f"{project}/runs", no_body, 403),
+        # MEMBER: starts runs and triages; no projects, tokens, members or audit log.
+        ("member", member, "POST", f"{project}/runs", no_body, 201),
+        ("member", member, "PATCH", finding, triage, 200),
+        ("member", member, "POST", f"{project}/sidecar-tokens", token, 403),
+        ("member", member, "POST", "/api/api-keys", key, 403),
+        ("member", member, "PATCH", project, {"description": "x"}, 403),
+        ("member", member, "GET", "/api/audit", no_body, 403),
+        # ADMIN: projects and tokens, reads the audit log; not members (so not the
+        # OWNER's role either), invitations or quotas.
+        ("admin", admin, "PATCH", project, {"description": "x"}, 200),
+        ("admin", admin, "POST", f"{project}/sidecar-tokens", token, 201),
+        ("admin", admin, "POST", "/api/api-keys", key, 201),
+        ("admin", admin, "GET", "/api/audit", no_body, 200),
+        ("admin", admin, "PATCH", f"/api/members/{owner.user_id}", demote, 403),
+        ("admin", admin, "PATCH", f"/api/members/{viewer.user_id}", demote, 403),
+        ("admin", admin, "DELETE", f"/api/members/{viewer.user_id}", no_body, 403),
+        ("admin", admin, "POST", "/api/invitations", invite, 403),
+        ("admin", admin, "PATCH", "/api/quotas", quotas, 403),
+        # OWNER: members, invitations and quotas.
+        ("owner", owner, "PATCH", f"/api/members/{viewer.user_id}", demote, 200),
+        ("owner", owner, "POST", "/api/invitations", invite, 201),
+        ("owner", owner, "PATCH", "/api/quotas", quotas, 200),
+        # Sidecar tokens: heartbeat (and ingest), nothing of the org's API.
+        ("sidecar", sidecar, "GET", "/api/projects", no_body, 401),
+        ("sidecar", sidecar, "GET", f"/api/projects/{sidecar.project_id}", no_body, 401),
+        ("sidecar", sidecar, "POST", heartbeat, {}, 200),
+    ]
+    failures = []
+    for who, caller, method, path, body, expected in rules:
+        response = await call(caller.client, method, path, body)
+        if response.status_code != expected:
+            failures.append(
+                f"{who} {method} {path}: {response.status_code}, expected {expected}: "
+                f"{response.text[:160]}"
+            )
+    assert not failures, "\n".join(failures)
