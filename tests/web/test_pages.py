@@ -191,3 +191,38 @@ async def test_pages_render_a_run_of_a_thousand_events(accounts: Accounts, event
     # the browser pages the events in: the API serves them in bounded pages, in order
     first = await owner.client.get(f"/api/runs/{run_id}/events?limit=1000")
     assert [e["seq"] for e in first.json()["items"]] == list(range(1, events + 1))
+
+
+async def test_run_page_report_controls_follow_the_role_and_the_report(
+    accounts: Accounts,
+) -> None:
+    owner = await accounts.signup()
+    pid = (await owner.client.post("/api/projects", json={"name": "rep"})).json()["id"]
+    run_id = await seed_big_run(accounts, owner.org_id, uuid.UUID(pid), 40)
+    viewer = await accounts.member(owner.org_id, Role.VIEWER)
+
+    def links(dom: Dom) -> list[bool]:
+        """Whether View report and Download .md are shown (not hidden)."""
+        return [
+            "hidden" not in dom.having(attr)[0][1]
+            for attr in ("data-report-view", "data-report-md")
+        ]
+
+    before = await page(owner.client, f"/runs/{run_id}")
+    [(_, button)] = before.having("data-report-generate")
+    assert "hidden" not in button  # a finished run: generate at once
+    assert links(before) == [False, False]
+    assert json.loads("".join(before.data_blocks))["report"] is None
+    assert (await page(viewer.client, f"/runs/{run_id}")).having("data-report-generate") == []
+
+    made = await owner.client.post(f"/api/runs/{run_id}/report")
+    assert made.status_code == 202, made.text
+    for client in (owner.client, viewer.client):
+        after = await page(client, f"/runs/{run_id}")
+        assert links(after) == [True, True]
+        assert json.loads("".join(after.data_blocks))["report"] == {"version": 1}
+        assert any("Report v1" in chunk for chunk in after.text)
+    [(_, view)] = (await page(owner.client, f"/runs/{run_id}")).having("data-report-view")
+    assert view["href"] == f"/api/runs/{run_id}/report?format=html"
+    assert view["target"] == "_blank"
+    assert (await page(viewer.client, f"/runs/{run_id}")).having("data-report-generate") == []

@@ -12,13 +12,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogumi.engine.library.loader import load_builtin
 from cogumi.findings import service as findings_service
 from cogumi.findings.schemas import FindingOut
 from cogumi.projects import service as projects_service
+from cogumi.reports.models import Report
 from cogumi.runs import service as runs_service
-from cogumi.runs.models import TERMINAL_STATUSES
+from cogumi.runs.models import TERMINAL_STATUSES, Run
 from cogumi.runs.schemas import RunOut, ScriptResultOut, StoryStepOut
 from cogumi.tenancy.deps import DbSession
 from cogumi.web.render import PageViewer, or_page_error, parse_id, render
@@ -33,6 +36,15 @@ def report_available() -> bool:
     from cogumi.app import api_route_table
 
     return ("GET", REPORT_PATH) in api_route_table()
+
+
+async def report_version(session: AsyncSession, run: Run) -> int | None:
+    """The newest report version of the run (its content is not loaded), or None."""
+    query = select(func.max(Report.version)).where(
+        Report.org_id == run.org_id, Report.run_id == run.id, Report.format == "html"
+    )
+    version: int | None = await session.scalar(query)
+    return version
 
 
 def script_titles() -> dict[str, str]:
@@ -54,6 +66,9 @@ async def run_page(
     findings = await findings_service.list_findings(session=session, run=run)
     results = await runs_service.list_results(session=session, run=run)
     snap = (run.config or {}).get("project") or {}
+    has_reports = report_available()
+    version = await report_version(session, run) if has_reports else None
+    can_report = has_reports and viewer.can("runs.start")  # the role the report API asks for
     data: dict[str, Any] = {
         "run": RunOut.model_validate(run).model_dump(mode="json"),
         "story": [StoryStepOut.model_validate(s).model_dump(mode="json") for s in story],
@@ -63,6 +78,8 @@ async def run_page(
         "terminal": [s.value for s in TERMINAL_STATUSES],
         "can_triage": viewer.can("findings.triage"),
         "can_start": viewer.can("runs.start"),
+        "can_report": can_report,
+        "report": {"version": version} if version else None,
     }
     return render(
         request,
@@ -73,6 +90,7 @@ async def run_page(
         environment=snap.get("environment", project.environment.value),
         override_on=bool(snap.get("prod_override_enabled", project.prod_override_enabled)),
         page_data=data,
-        report=report_available(),
+        report_version=version,
+        can_report=can_report,
         active=run.status not in TERMINAL_STATUSES,
     )

@@ -29,6 +29,7 @@
     shown: { conversation: WINDOW, network: WINDOW },
     loadingEvents: null,
     source: null,
+    reportVersion: DATA.report ? DATA.report.version : null,
   };
 
   const $ = (sel) => document.querySelector(sel);
@@ -81,6 +82,64 @@
     $("[data-live]").hidden = isTerminal();
     const cancel = $("[data-cancel-run]");
     if (cancel && isTerminal()) cancel.remove();
+    const generate = $("[data-report-generate]");
+    if (generate) generate.hidden = !isTerminal();
+  }
+
+  // ---------- report ----------
+  // POST is idempotent per run version: 200 with the stored report when the run
+  // is unchanged, 202 while the job renders it; asking again is how we wait.
+  const REPORT_WAIT_MS = 120000;
+  const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function reportStatus(text) {
+    const status = $("[data-report-status]");
+    status.textContent = text || "";
+    status.hidden = !text;
+  }
+  function reportError(text) {
+    const box = $("[data-report-error]");
+    box.textContent = text || "";
+    box.hidden = !text;
+  }
+  function showReport(version) {
+    state.reportVersion = version;
+    $("[data-report-view]").hidden = false;
+    $("[data-report-md]").hidden = false;
+    const generate = $("[data-report-generate]");
+    if (generate) generate.textContent = "Update report";
+    reportStatus(`Report v${version} ready`);
+  }
+  async function generateReport(button) {
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    reportError("");
+    reportStatus("Generating report…");
+    const started = Date.now();
+    let delay = 700;
+    try {
+      for (;;) {
+        const result = await api("POST", `/api/runs/${RUN_ID}/report`);
+        if (!result.ok) {
+          reportStatus(state.reportVersion ? `Report v${state.reportVersion}` : "");
+          reportError(`Report not generated: ${errorMessage(result)}`);
+          return;
+        }
+        if (result.data.state === "ready") { showReport(result.data.version); return; }
+        const waited = Date.now() - started;
+        if (waited > REPORT_WAIT_MS) {
+          reportStatus(state.reportVersion ? `Report v${state.reportVersion}` : "");
+          reportError("The report is taking longer than expected. Try again in a minute.");
+          return;
+        }
+        reportStatus(`Generating report… ${Math.round(waited / 1000)} s`);
+        await pause(delay);
+        delay = Math.min(delay * 1.5, 4000);
+      }
+    } finally {
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+    }
   }
 
   // ---------- feed ----------
@@ -189,8 +248,32 @@
         h.duration_ms !== undefined && h.duration_ms !== null ? ` · ${h.duration_ms} ms` : "",
         ` · #${ev.seq} · ${time(ev.ts)}`),
       p.summary ? el("p", { class: "small muted", text: p.summary }) : null,
-      p.body_redacted_preview ? el("pre", { class: "preview", text: String(p.body_redacted_preview).slice(0, 2000) }) : null,
+      p.body_redacted_preview ? bodyPreview(String(p.body_redacted_preview)) : null,
       matchChips(ev));
+  }
+
+  // A JSON body is shown as its fields (path and value), never as a raw blob.
+  const MAX_FIELDS = 40;
+  function fields(value, path, out) {
+    if (out.length >= MAX_FIELDS) return out;
+    if (value !== null && typeof value === "object") {
+      const entries = Array.isArray(value) ? value.map((v, i) => [String(i + 1), v]) : Object.entries(value);
+      if (!entries.length) out.push([path || "body", "(empty)"]);
+      for (const [key, item] of entries) fields(item, path ? `${path} › ${key}` : key, out);
+      return out;
+    }
+    out.push([path || "body", value === null ? "(none)" : String(value)]);
+    return out;
+  }
+  function bodyPreview(text) {
+    let parsed = null;
+    try { parsed = JSON.parse(text); } catch (err) { parsed = null; }
+    if (parsed === null || typeof parsed !== "object") {
+      return el("pre", { class: "preview", text: text.slice(0, 2000) });
+    }
+    const rows = fields(parsed, "", []);
+    return el("ul", { class: "preview body-fields", "aria-label": "Request body fields" },
+      ...rows.slice(0, MAX_FIELDS).map(([key, value]) => el("li", {}, el("code", { text: key }), " ", value.slice(0, 500))));
   }
 
   function renderNetFilters() {
@@ -365,6 +448,11 @@
     renderConversation();
     renderNetwork();
     describePosition();
+  }
+
+  async function loadStory() {
+    const story = await api("GET", `/api/runs/${RUN_ID}/story`);
+    if (story.ok) for (const step of story.data.items) addStep(step); // keyed by id: no doubles
   }
 
   function renderAll() {
@@ -545,7 +633,8 @@
       if (isTerminal()) {
         source.close();
         clearInterval(poller);
-        await loadEvents();
+        // Anything missed on the stream (a dropped connection, a late step) comes back here.
+        await Promise.all([loadEvents(), loadStory()]);
         const findings = await api("GET", `/api/runs/${RUN_ID}/findings`);
         if (findings.ok) for (const f of findings.data.items) state.findings.set(f.id, f);
         renderAll();
@@ -568,6 +657,8 @@
       const mark = t.closest("[data-jump-seq]");
       if (mark) { stopPlaying(); setCursor(Number(mark.dataset.jumpSeq), { unfollow: true }); return; }
       if (t.closest("[data-drawer-close]")) { closeDrawer(); return; }
+      const generate = t.closest("[data-report-generate]");
+      if (generate) { if (!generate.disabled) generateReport(generate); return; }
       if (t.closest("[data-play]")) { play(); return; }
       if (t.closest("[data-latest]")) { stopPlaying(); setCursor(maxSeq()); return; }
       const filter = t.closest("[data-net-filter]");
