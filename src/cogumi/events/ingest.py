@@ -24,6 +24,7 @@ before the database's write lock).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -286,50 +287,89 @@ def _payload_text(payload: dict[str, Any], index: int) -> tuple[dict[str, Any], 
     return payload, text, data
 
 
+class _Rows:
+    """Builds a batch's stored values event by event (see :func:`prepare`)."""
+
+    def __init__(
+        self, batch: Batch, *, dialect: Dialect, token: SidecarRef, received_at: datetime
+    ) -> None:
+        convert = self.convert = _converters(dialect)
+        self.ts_value, self.duration = _timestamp(dialect), convert["duration_ms"]
+        self.org = convert["org_id"](token.org_id)
+        self.project = convert["project_id"](token.project_id)
+        self.sidecar = convert["sidecar_token_id"](token.id)
+        self.received = convert["received_at"](received_at)
+        self.received_at = received_at
+        self.batch = batch
+        self.rows: list[list[Any]] = []
+        self.sizes: list[int] = []
+        self.ids = new_ids(len(batch.events))
+        self.timestamps: list[datetime] = []
+        self.payloads: list[dict[str, Any]] = []
+
+    def add(self, index: int, event: EventIn | FastEvent) -> None:
+        payload, text, data = _payload_text(event.payload_redacted, index)
+        ts = event.ts if isinstance(event, EventIn) else fastparse.timestamp(event.ts)
+        ts = ts if ts.tzinfo else ts.replace(tzinfo=self.received_at.tzinfo)
+        dest, http = event.destination, event.http
+        self.rows.append([
+            self.ids[index], self.org, self.project, None, None, self.ts_value(ts), self.received,
+            event.channel, event.type, event.actor,
+            *(_destination(dest) if dest else (None,) * 5),
+            *(_http(http, self.duration) if http else (None,) * 5),
+            text, _matches_json(event) if event.matches else "[]",
+            hashlib.sha256(data).hexdigest(), event.error, self.sidecar,
+        ])  # fmt: skip
+        self.sizes.append(len(text))
+        self.timestamps.append(ts)
+        self.payloads.append(payload)
+
+    def prepared(self) -> Prepared:
+        batch = self.batch
+        return Prepared(
+            batch_id=batch.batch_id,
+            received_at=self.received_at,
+            watermark=_bounded(_watermark(batch), self.received_at),
+            rows=self.rows,
+            sizes=self.sizes,
+            run_value=self.convert["run_id"],
+            ids=self.ids,
+            types=[event.type for event in batch.events],
+            timestamps=self.timestamps,
+            payloads=self.payloads,
+        )
+
+
 def prepare(
     batch: Batch, *, dialect: Dialect, token: SidecarRef, received_at: datetime
 ) -> Prepared:
     """Every stored value of every event, computed once and outside any transaction."""
-    convert = _converters(dialect)
-    ts_value, duration = _timestamp(dialect), convert["duration_ms"]
-    org = convert["org_id"](token.org_id)
-    project = convert["project_id"](token.project_id)
-    sidecar = convert["sidecar_token_id"](token.id)
-    received = convert["received_at"](received_at)
-    rows: list[list[Any]] = []
-    sizes: list[int] = []
-    ids = new_ids(len(batch.events))
-    timestamps: list[datetime] = []
-    payloads: list[dict[str, Any]] = []
+    rows = _Rows(batch, dialect=dialect, token=token, received_at=received_at)
     events: Sequence[EventIn | FastEvent] = batch.events
     for index, event in enumerate(events):
-        payload, text, data = _payload_text(event.payload_redacted, index)
-        ts = event.ts if isinstance(event, EventIn) else fastparse.timestamp(event.ts)
-        ts = ts if ts.tzinfo else ts.replace(tzinfo=received_at.tzinfo)
-        dest, http = event.destination, event.http
-        rows.append([
-            ids[index], org, project, None, None, ts_value(ts), received,
-            event.channel, event.type, event.actor,
-            *(_destination(dest) if dest else (None,) * 5),
-            *(_http(http, duration) if http else (None,) * 5),
-            text, _matches_json(event) if event.matches else "[]",
-            hashlib.sha256(data).hexdigest(), event.error, sidecar,
-        ])  # fmt: skip
-        sizes.append(len(text))
-        timestamps.append(ts)
-        payloads.append(payload)
-    return Prepared(
-        batch_id=batch.batch_id,
-        received_at=received_at,
-        watermark=_bounded(_watermark(batch), received_at),
-        rows=rows,
-        sizes=sizes,
-        run_value=convert["run_id"],
-        ids=ids,
-        types=[event.type for event in batch.events],
-        timestamps=timestamps,
-        payloads=payloads,
-    )
+        rows.add(index, event)
+    return rows.prepared()
+
+
+PREPARE_STEP = 50
+"""Events prepared between two hand-backs to the event loop in :func:`prepare_stepwise`."""
+
+
+async def prepare_stepwise(
+    batch: Batch, *, dialect: Dialect, token: SidecarRef, received_at: datetime
+) -> Prepared:
+    """:func:`prepare`, handing the event loop back every :data:`PREPARE_STEP` events.
+
+    A 200-event batch takes a few milliseconds to prepare; done in one go, another
+    request's transaction whose database answer has arrived waits that long to go on,
+    holding its run's and org's row locks meanwhile."""
+    rows = _Rows(batch, dialect=dialect, token=token, received_at=received_at)
+    events: Sequence[EventIn | FastEvent] = batch.events
+    for index, event in enumerate(events):
+        rows.add(index, event)
+        if index % PREPARE_STEP == PREPARE_STEP - 1:
+            await asyncio.sleep(0)
+    return rows.prepared()
 
 
 def _watermark(batch: Batch) -> datetime | None:

@@ -136,7 +136,9 @@ async def _prepare(
         events=len(batch.events),
         per_min=state.settings.ingest_rate_limit_per_min,
     )
-    return ingest.prepare(batch, dialect=state.engine.dialect, token=ref, received_at=utcnow())
+    return await ingest.prepare_stepwise(
+        batch, dialect=state.engine.dialect, token=ref, received_at=utcnow()
+    )
 
 
 async def _store_general(
