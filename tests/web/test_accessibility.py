@@ -10,6 +10,8 @@ throttle, a confirmed finding with evidence, an attempt).
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -221,13 +223,20 @@ class Site:
     run_id: str
 
 
-def server_database(base_temp: Path) -> Path:
-    """The session server's embedded SQLite.
+def server_database(base_temp: Path, email: str) -> Path:
+    """The session server's embedded SQLite: the one holding the user just signed up.
 
     conftest's `server` runs `cogumi serve` in a `serve*` temp dir with the default
-    data dir (`.data`), so its database is the only `serve*/.data/cogumi.db` here.
+    data dir (`.data`); other fixtures of the session may have made `serve*` dirs too.
     """
-    found = sorted({p.resolve() for p in base_temp.glob("serve*/.data/cogumi.db")})
+    found = []
+    for path in sorted({p.resolve() for p in base_temp.glob("serve*/.data/cogumi.db")}):
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            try:
+                if db.execute("SELECT 1 FROM users WHERE email = ?", (email,)).fetchone():
+                    found.append(path)
+            except sqlite3.OperationalError:  # not a product database (yet)
+                continue
     assert len(found) == 1, found
     return found[0]
 
@@ -323,7 +332,7 @@ async def site(server: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
         pid = project.json()["id"]
         token = await api.client.post(f"/api/projects/{pid}/sidecar-tokens", json={"name": "ci"})
         assert token.status_code == 201, token.text
-        db = server_database(tmp_path_factory.getbasetemp())
+        db = server_database(tmp_path_factory.getbasetemp(), address)
         run_id = await seed_run(db, org_id, uuid.UUID(pid))
         yield Site(email=address, project_id=pid, run_id=str(run_id))
     finally:
