@@ -9,6 +9,7 @@ c=32; each with its ratio to direct and the target it is held to.
 
 Usage: python bench/sidecar_bench.py [--quick] [--seconds N] [--rounds N]
 [--record-all] [--sidecar-arg=--flag ...] [--processes N] [--mitmdump PATH]
+[--bare-relay] [--figure NAME ...]
 
 ``--mitmdump PATH`` adds mitmproxy as a third side of every round, in regular
 mode with TLS passthrough (``--ignore-hosts '.*'``: CONNECT tunnels are not
@@ -17,6 +18,12 @@ decrypted, as with the sidecar), reported as ``mitmproxy_per_s`` and
 the product: install it into a venv of its own
 (``python -m venv /opt/mitm-venv && /opt/mitm-venv/bin/pip install mitmproxy``)
 and pass ``/opt/mitm-venv/bin/mitmdump``.
+
+``--bare-relay`` adds, to the two CONNECT figures, the leanest tunnel relay this
+runtime allows (uvloop protocols splicing two transports: no policy, no
+record, no timeouts, no error answers), reported as ``bare_relay_per_s`` and
+``bare_relay_ratio``: the floor a Python proxy cannot go under on the machine,
+against which the sidecar's own overhead is measured.
 
 ``sidecar_cpu_ms_per_op`` is the sidecar's CPU per request, per tunnel or per
 10 MiB download: the figure that depends least on how busy the machine is.
@@ -59,7 +66,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 try:
     import uvloop
@@ -69,6 +76,7 @@ except ImportError:  # pragma: no cover
 ONE_KIB = b"x" * 1024
 TEN_MIB = 10 * 1024 * 1024
 BLOCK = b"y" * (256 * 1024)
+CONNECT_FIGURES = ("connect_download", "new_tunnels")
 TARGETS = {"get_c1": 0.25, "get_c32": 0.25, "connect_download": 0.66, "new_tunnels": 0.6}
 RSS_TARGET_MB = 50
 IO_TIMEOUT = 30.0  # no single read or connect may hang the bench
@@ -117,6 +125,70 @@ class Upstream(asyncio.Protocol):
             t.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1024\r\nConnection: %s\r\n\r\n%s" % (conn, ONE_KIB))  # type: ignore[attr-defined]  # fmt: skip
         if close:
             t.close()
+
+
+class BareClient(asyncio.Protocol):
+    """One client of the bare relay: CONNECT host:port, then bytes both ways."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.up: BareUpstream | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.up is not None:
+            self.up.transport.write(data)
+            return
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end >= 0:
+            host, _, port = self.buffer.split(b" ", 2)[1].rpartition(b":")
+            rest, self.buffer = self.buffer[end + 4 :], b""
+            self.opening = asyncio.ensure_future(self.open(host.decode(), int(port), rest))
+
+    async def open(self, host: str, port: int, rest: bytes) -> None:
+        up = BareUpstream(self)
+        await asyncio.get_running_loop().create_connection(lambda: up, host, port)
+        self.up = up
+        self.transport.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        if rest:
+            up.transport.write(rest)
+
+    def eof_received(self) -> bool:
+        if self.up is not None:
+            self.up.transport.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.up is not None:
+            self.up.transport.close()
+
+
+class BareUpstream(asyncio.Protocol):
+    def __init__(self, client: BareClient) -> None:
+        self.client = client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.client.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.client.transport.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.transport.close()
+
+
+async def serve_bare_relay(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(BareClient, "127.0.0.1", port, backlog=4096)
+    async with server:
+        await server.serve_forever()
 
 
 async def serve_upstream(port: int) -> None:
@@ -360,11 +432,11 @@ def summarize(rounds: list[dict[str, Any]], target: float | None) -> dict[str, A
         "ratio": round(statistics.median(ratios), 3),
         "ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
     }
-    proxies = [side for side in ("sidecar", "mitmproxy") if side in rounds[0]]
-    if "mitmproxy" in proxies:
-        summary["mitmproxy_per_s"] = median("mitmproxy", "per_s")
-        mitm = [r["mitmproxy"]["per_s"] / r["direct"]["per_s"] for r in rounds]
-        summary["mitmproxy_ratio"] = round(statistics.median(mitm), 3)
+    proxies = [side for side in ("sidecar", "mitmproxy", "bare_relay") if side in rounds[0]]
+    for other in proxies[1:]:
+        summary[f"{other}_per_s"] = median(other, "per_s")
+        ratio = [r[other]["per_s"] / r["direct"]["per_s"] for r in rounds]
+        summary[f"{other}_ratio"] = round(statistics.median(ratio), 3)
     if "p50_ms" in rounds[0]["direct"]:
         for side in ("direct", *proxies):
             summary[f"{side}_p50_ms"] = median(side, "p50_ms")
@@ -392,6 +464,8 @@ async def run(args: argparse.Namespace, up_port: int, proxy_ports: dict[str, lis
         """The phase ``name`` for direct and for each proxy under test."""
         out: dict[str, Phase] = {}
         for side in ("direct", *proxy_ports):
+            if side == "bare_relay" and name not in CONNECT_FIGURES:
+                continue
             via = [("127.0.0.1", port) for port in proxy_ports.get(side, [])]
             if name == "get_c1":
                 out[side] = lambda v=via: get_phase(v or [upstream], proxied_req if v else direct_req, 1, secs)  # type: ignore[misc]  # fmt: skip
@@ -403,9 +477,12 @@ async def run(args: argparse.Namespace, up_port: int, proxy_ports: dict[str, lis
                 out[side] = lambda v=via: new_connections(upstream, v or None, secs)  # type: ignore[misc]
         return out
 
-    for ports in proxy_ports.values():  # warm-up
+    for side, ports in proxy_ports.items():  # warm-up
+        if side == "bare_relay":
+            continue
         await get_phase([("127.0.0.1", p) for p in ports], proxied_req, 4, min(1.0, secs))
     names = ["get_c1", "get_c32"] if args.record_all else list(TARGETS)
+    names = [name for name in names if not args.figure or name in args.figure]
     results: dict[str, Any] = {}
     for name in names:
         phases = sides(name)
@@ -418,6 +495,8 @@ async def run(args: argparse.Namespace, up_port: int, proxy_ports: dict[str, lis
                 one[side] = await meter.measure(phases[side](), side, sample_memory=memory)
             rounds.append(one)
         results[name] = summarize(rounds, None if args.record_all else TARGETS[name])
+    if "get_c32" not in results:
+        return results
     for side in proxy_ports:
         c32 = [r[side] for r in results["get_c32"]["rounds"]]
         results[f"{side}_cpu_sec_per_1000_requests_c32"] = round(
@@ -447,11 +526,19 @@ def main() -> None:
                         help="experiment: N independent sidecar processes, the load spread over "
                         "them (each with its own shipper and throttle; not a product mode)")  # fmt: skip
     parser.add_argument("--mitmdump", help="path of a mitmdump binary: measure mitmproxy too")
+    parser.add_argument("--figure", action="append", choices=list(TARGETS),
+                        help="measure only this figure (repeatable; memory comes with get_c32)")  # fmt: skip
+    parser.add_argument("--bare-relay", action="store_true",
+                        help="measure the leanest uvloop tunnel relay too (CONNECT figures)")  # fmt: skip
     parser.add_argument("--serve-upstream", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare-relay", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     runner = uvloop.run if uvloop is not None else asyncio.run
     if args.serve_upstream is not None:
         runner(serve_upstream(args.serve_upstream))
+        return
+    if args.serve_bare_relay is not None:
+        runner(serve_bare_relay(args.serve_bare_relay))
         return
     args.seconds = args.seconds or (1.0 if args.quick else 2.0)
     args.rounds = args.rounds or (3 if args.quick else 5)
@@ -470,6 +557,10 @@ def main() -> None:
     }
     up_port, up_proc, sidecars = start_processes(sidecar_args, args.processes)
     mitm = start_mitmdump(args.mitmdump) if args.mitmdump else None
+    bare: tuple[int, subprocess.Popen[bytes]] | None = None
+    if args.bare_relay:
+        bare_port = free_port()
+        bare = bare_port, subprocess.Popen([sys.executable, __file__, "--serve-bare-relay", str(bare_port)])  # fmt: skip
     try:
         ports = {"sidecar": [port for port, _ in sidecars]}
         pids = {"sidecar": [proc.pid for _, proc in sidecars]}
@@ -477,12 +568,16 @@ def main() -> None:
             ports["mitmproxy"], pids["mitmproxy"] = [mitm[0]], [mitm[1].pid]
             version = subprocess.run([args.mitmdump, "--version"], capture_output=True, text=True)
             report["mitmproxy_version"] = version.stdout.split("\n", 1)[0]
+        if bare is not None:
+            ports["bare_relay"], pids["bare_relay"] = [bare[0]], [bare[1].pid]
         report["results"] = runner(run(args, up_port, ports, Meter(up_proc.pid, pids)))
     finally:
         for _, proc in sidecars:
             proc.send_signal(signal.SIGTERM)
         if mitm is not None:
             mitm[1].terminate()
+        if bare is not None:
+            bare[1].terminate()
         up_proc.terminate()
         for _, proc in sidecars:
             proc.wait(timeout=20)
@@ -492,10 +587,10 @@ def main() -> None:
     report["load_average_after"] = os.getloadavg()
     results = report["results"]
     report["summary"] = {
-        name: {k: results[name][k] for k in ("ratio", "target", "met", "mitmproxy_ratio")
+        name: {k: results[name][k] for k in ("ratio", "target", "met", "mitmproxy_ratio", "bare_relay_ratio")
                if k in results[name]}
         for name in ("get_c1", "get_c32", "connect_download", "new_tunnels") if name in results
-    } | {"memory": results["sidecar_memory_c32"]}  # fmt: skip
+    } | ({"memory": results["sidecar_memory_c32"]} if "sidecar_memory_c32" in results else {})  # fmt: skip
     print(json.dumps(report, indent=2))
 
 

@@ -109,7 +109,9 @@ def test_what_the_sidecar_sends_takes_the_fast_path() -> None:
         "watermark": iso_ts(1_764_255_603.0),
     }
     encoded = json.dumps(body).encode()
-    assert fastparse.decode(encoded) is not None
+    decoded = fastparse.decode(encoded)
+    assert decoded is not None
+    assert not fastparse.payload_floats(decoded)  # so msgspec writes the canonical JSON
     assert assert_same_decision(encoded)
     # Encoded compactly and with raw UTF-8, as httpx and other clients may send it.
     compact = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
@@ -348,3 +350,58 @@ def batches(draw: st.DrawFn) -> bytes:
 @given(batches())
 def test_generated_batches_never_decide_differently(body: bytes) -> None:
     assert_same_decision(body)
+
+
+# --- canonical JSON of payloads ----------------------------------------------------------------
+
+CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+ANY_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
+FLOATLESS = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**80), max_value=2**80),
+              ANY_TEXT, st.sampled_from(["\u2028", "\x7f", "\x1f\b\f\n\r\t\"\\/", "\U0001f600"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(ANY_TEXT, inner, max_size=4)),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(ANY_TEXT, FLOATLESS, max_size=6))
+def test_msgspec_writes_a_floatless_payload_byte_for_byte_as_the_stdlib(payload: dict[str, Any]) -> None:  # fmt: skip
+    assert fastparse.canonical_payload(payload) == CANONICAL.encode(payload).encode()
+
+
+def test_deep_and_wide_payloads_encode_alike() -> None:
+    deep: Any = "x"
+    for depth in range(200):
+        deep = {f"k{depth % 7}": [deep, depth]}
+    wide = {chr(code): code for code in range(1, 0x3000, 7)} | {"\U00010000": 1, "\uffff": 2}
+    for payload in ({"deep": deep}, wide):
+        assert fastparse.canonical_payload(payload) == CANONICAL.encode(payload).encode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "floats"),
+    [('{"a": 1, "b": ["x", true, null]}', False), ('{"a": 1.0}', True), ('{"a": [{"b": 2e3}]}', True),
+     ('{"a": -0.0}', True), ('{"a": "1.5"}', False)],
+)  # fmt: skip
+def test_a_payload_float_anywhere_is_noted(payload: str, floats: bool) -> None:
+    body = body_of(event(payload_redacted=json.loads(payload)), batch_id="f")
+    batch = fastparse.decode(body)
+    assert batch is not None and fastparse.payload_floats(batch) is floats
+    # Typed floats outside payloads (confidence, duration) do not count.
+    typed = body_of(event(http={"method": "GET", "duration_ms": 1.5}), batch_id="g")
+    assert (batch := fastparse.decode(typed)) is not None and not fastparse.payload_floats(batch)
+
+
+def test_a_float_out_of_range_still_goes_back_to_pydantic() -> None:
+    body = body_of(event(), batch_id="h").replace(b'"payload_redacted": {', b'"payload_redacted": {"big": 1e999, ', 1)  # fmt: skip
+    assert b"1e999" in body
+    assert fastparse.decode(body) is None
+    assert_same_decision(body)
+
+
+def test_floats_noted_in_one_batch_do_not_leak_into_the_next() -> None:
+    with_float = fastparse.decode(body_of(event(payload_redacted={"a": 0.5}), batch_id="i"))
+    without = fastparse.decode(body_of(event(payload_redacted={"a": 1}), batch_id="j"))
+    assert with_float is not None and fastparse.payload_floats(with_float)
+    assert without is not None and not fastparse.payload_floats(without)

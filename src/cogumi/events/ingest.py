@@ -274,7 +274,15 @@ def new_ids(count: int) -> list[str]:
     return [digits[i : i + 32] for i in range(0, 32 * count, 32)]
 
 
-def _payload_text(payload: dict[str, Any], index: int) -> tuple[dict[str, Any], str, bytes]:
+def _payload_text(
+    payload: dict[str, Any], index: int, fast: bool
+) -> tuple[dict[str, Any], str, bytes]:
+    """The payload (bounded) and its canonical JSON as text and as UTF-8; ``fast``
+    when msgspec writes the same bytes (a decoded batch without floats)."""
+    if fast:
+        data = fastparse.canonical_payload(payload)
+        if len(data) <= PAYLOAD_LIMIT:
+            return payload, data.decode(), data
     try:
         text = _CANONICAL.encode(payload)
     except ValueError as exc:  # NaN or Infinity
@@ -301,6 +309,7 @@ class _Rows:
         self.received = convert["received_at"](received_at)
         self.received_at = received_at
         self.batch = batch
+        self.fast_json = isinstance(batch, FastBatch) and not fastparse.payload_floats(batch)
         self.rows: list[list[Any]] = []
         self.sizes: list[int] = []
         self.ids = new_ids(len(batch.events))
@@ -308,7 +317,7 @@ class _Rows:
         self.payloads: list[dict[str, Any]] = []
 
     def add(self, index: int, event: EventIn | FastEvent) -> None:
-        payload, text, data = _payload_text(event.payload_redacted, index)
+        payload, text, data = _payload_text(event.payload_redacted, index, self.fast_json)
         ts = event.ts if isinstance(event, EventIn) else fastparse.timestamp(event.ts)
         ts = ts if ts.tzinfo else ts.replace(tzinfo=self.received_at.tzinfo)
         dest, http = event.destination, event.http
