@@ -133,6 +133,7 @@ class BareClient(asyncio.Protocol):
     def __init__(self) -> None:
         self.buffer = b""
         self.up: BareUpstream | None = None
+        self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -157,8 +158,12 @@ class BareClient(asyncio.Protocol):
             up.transport.write(rest)
 
     def eof_received(self) -> bool:
-        if self.up is not None:
-            self.up.transport.write_eof()
+        self.eof = True
+        if self.up is None or self.up.eof:  # both sides are done (no write_eof after an EOF)
+            if self.up is not None:
+                self.up.transport.close()
+            return False
+        self.up.transport.write_eof()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -169,6 +174,7 @@ class BareClient(asyncio.Protocol):
 class BareUpstream(asyncio.Protocol):
     def __init__(self, client: BareClient) -> None:
         self.client = client
+        self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -177,6 +183,10 @@ class BareUpstream(asyncio.Protocol):
         self.client.transport.write(data)
 
     def eof_received(self) -> bool:
+        self.eof = True
+        if self.client.eof:
+            self.client.transport.close()
+            return False
         self.client.transport.write_eof()
         return True
 
@@ -497,7 +507,7 @@ async def run(args: argparse.Namespace, up_port: int, proxy_ports: dict[str, lis
         results[name] = summarize(rounds, None if args.record_all else TARGETS[name])
     if "get_c32" not in results:
         return results
-    for side in proxy_ports:
+    for side in (p for p in proxy_ports if p != "bare_relay"):  # not in the GET figures
         c32 = [r[side] for r in results["get_c32"]["rounds"]]
         results[f"{side}_cpu_sec_per_1000_requests_c32"] = round(
             sum(r["proxy_cpu_sec"] for r in c32) / sum(r["requests"] for r in c32) * 1000, 3

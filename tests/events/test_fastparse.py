@@ -405,3 +405,11 @@ def test_floats_noted_in_one_batch_do_not_leak_into_the_next() -> None:
     without = fastparse.decode(body_of(event(payload_redacted={"a": 1}), batch_id="j"))
     assert with_float is not None and fastparse.payload_floats(with_float)
     assert without is not None and not fastparse.payload_floats(without)
+
+
+def test_the_padding_check_agrees_with_str_strip_on_every_code_point() -> None:
+    for code in range(0x110000):
+        char = chr(code)
+        for text in (char, f"x{char}", f"{char}x", f"x{char}x"):
+            assert fastparse._padded(text) is (len(text.strip()) != len(text)), hex(code)
+    assert not fastparse._padded("") and not fastparse._padded(None)

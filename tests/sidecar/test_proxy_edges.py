@@ -434,3 +434,32 @@ async def test_a_stalled_request_body_is_cut_and_recorded(
     assert event["error"] == "client_timeout"
     assert event["http"]["bytes_out"] == 10
     assert event["payload_redacted"]["body_redacted_preview"] == "0123456789"
+
+
+async def test_tunnel_whose_upstream_closes_first_then_the_client(
+    make_sidecar: SidecarFactory, ingest: tuple[Ingest, Served]
+) -> None:
+    """The order of every ``Connection: close`` answer: the upstream's EOF reaches the
+    client as a half-close, then the client's EOF closes both sides. (Passing that
+    second EOF on with ``write_eof`` to a peer that already sent its own aborts the
+    process in uvloop 0.23 with "double free or corruption"; the tunnel closes instead.)"""
+    recorder, _ = ingest
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async with scripted_origin(origin) as (port, _), make_sidecar() as sidecar:
+        for _ in range(50):
+            reader, writer = await connect(sidecar)
+            writer.write(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert (await read_head(reader))[0] == "HTTP/1.1 200 Connection Established"
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert (await reader.read()).endswith(b"\r\n\r\nok")  # then the half-close
+            writer.write_eof()
+            writer.close()
+        events = await recorder.wait_events(50)
+    assert len(events) == 50
+    assert all(e["error"] is None and e["http"]["bytes_in"] > 0 for e in events)

@@ -193,7 +193,9 @@ def matches_json(matches: list[FastMatch]) -> str:
 
 
 def _padded(text: str | None) -> bool:
-    return text is not None and len(text.strip()) != len(text)
+    """Would ``str.strip()`` change it? (Its first or last character is whitespace;
+    checked without building the stripped copy.)"""
+    return text is not None and (text[:1].isspace() or text[-1:].isspace())
 
 
 def _clean(event: FastEvent) -> bool:
