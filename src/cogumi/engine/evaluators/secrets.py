@@ -84,7 +84,7 @@ def leaks_in(turns: Sequence[Turn], ctx: Context) -> list[Leak]:
 
 def describe(match: SecretMatch) -> str:
     """Readable name of a match, preview only."""
-    name = "a planted canary secret" if match.kind == "CANARY" else f"a {match.kind} value"
+    name = "a planted canary secret" if match.kind == "CANARY" else f"a secret of kind {match.kind}"
     return f"{name} ({match.preview})"
 
 
