@@ -18,9 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _datasets import datasets_dir
+
 from cogumi.detect import find_secrets
 
-DEFAULT_DATASET = Path("/work/shared/datasets/noseyparker-secret-examples/secret_examples.jsonl")
+DEFAULT_DATASET = datasets_dir() / "noseyparker-secret-examples" / "secret_examples.jsonl"
 
 KIND_OF_RULE: dict[str, set[str]] = {
     "OpenAI API Key": {"OPENAI_KEY"},

@@ -32,13 +32,14 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from _datasets import datasets_dir
 from pydantic import SecretStr
 
 from cogumi.engine.evaluators.refusal import score_refusal
 from cogumi.engine.judge import JudgeUnavailable, LlmJudge, Opinion
 from cogumi.engine.second_opinion import UNCERTAIN_HIGH, UNCERTAIN_LOW, judge_text
 
-DEFAULT_DATA = Path("/work/shared/datasets/xstest-v2-human-labels")
+DEFAULT_DATA = datasets_dir() / "xstest-v2-human-labels"
 DEV = ("gpt4", "llama2orig", "mistralinstruct")
 HELD_OUT = ("llama2new", "mistralguard")
 
