@@ -18,6 +18,15 @@ the rows:
   with ``BEGIN IMMEDIATE`` without waiting; when another process holds it the
   batch sleeps (without blocking the loop) and tries again.
 
+On PostgreSQL, concurrent batches into the same run are written together:
+while one transaction of the run is in flight, the batches that arrive wait,
+and the next of them writes them all in one transaction (one claim statement,
+one seq reservation, one ``COPY``, one counter statement per token, one
+commit), which takes the run's row lock once instead of once per batch. Each
+batch gets the answer it would have got alone; when anything about the group
+fails (a revoked token, the quota warning, an error), the group's transaction
+rolls back and each of its batches is written alone, as before.
+
 A batch whose reservation would take its run to the quota warning (80% of
 its events cap) or past it, or that carries a policy violation (a live story
 step), leaves the fast path before anything is written (its transaction rolls
@@ -153,6 +162,13 @@ _PG_CLAIM = (
     "ON CONFLICT (project_id, batch_id) DO NOTHING RETURNING id"
 )
 _PG_STORED = "SELECT accepted FROM ingest_batches WHERE project_id = $1 AND batch_id = $2"
+_PG_CLAIM_MANY = (
+    "INSERT INTO ingest_batches (id, org_id, project_id, batch_id, accepted, dropped, "
+    "received_at) SELECT id, $2, $3, batch_id, accepted, 0, received_at "
+    "FROM unnest($1::uuid[], $4::text[], $5::int[], $6::timestamptz[]) "
+    "AS b(id, batch_id, accepted, received_at) "
+    "ON CONFLICT (project_id, batch_id) DO NOTHING RETURNING batch_id"
+)
 _PG_RESERVE = (
     "UPDATE runs SET last_seq = last_seq + $2 WHERE id = $1 AND last_seq + $2 < $3 "
     "AND (status = 'running' OR $4) RETURNING last_seq"
@@ -199,20 +215,22 @@ class _LeaveFastPath(Exception):
 
 
 class PostgresFastPath:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[FastConnection]:
         """One pooled connection for the request; transactions are the driver's own."""
         async with self._engine.connect() as connection:
             raw = await connection.get_raw_connection()
-            yield _PostgresConnection(raw.driver_connection)
+            yield _PostgresConnection(raw.driver_connection, self._groups)
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._groups = _RunGroups()
 
 
 class _PostgresConnection:
-    def __init__(self, driver: Any) -> None:
+    def __init__(self, driver: Any, groups: _RunGroups | None = None) -> None:
         self._db = driver
+        self._groups = groups
 
     async def authenticate(self, token: str) -> SidecarRef:
         prefix = security.split_prefixed_token(token, "cgs")
@@ -242,11 +260,94 @@ class _PostgresConnection:
             return IngestResult(ok=True, accepted=0, dropped=0, run_active=target.running)
         if prepared.has_violations:
             return None
+        if self._groups is not None and target.run_id is not None:
+            return await self._groups.write(self, _Pending(ref, prepared, target))
+        return await self.write_alone(ref, prepared, target)
+
+    async def write_alone(
+        self, ref: SidecarRef, prepared: Prepared, target: Target
+    ) -> IngestResult | None:
         try:
             async with self._db.transaction():
                 return await self._store(ref, prepared, target)
         except _LeaveFastPath:
             return None
+
+    async def write_group(self, group: list[_Pending]) -> None:
+        """Write ``group`` (batches of one run) in one transaction and answer each; if
+        that fails for any reason, write each alone (its own answer or error)."""
+        try:
+            async with self._db.transaction():
+                results = await self._store_group(group)
+        except Exception:  # every cause is handled the same: each batch alone
+            results = None
+        if results is not None:
+            for item, result in zip(group, results, strict=True):
+                item.answer(result)
+            return
+        for item in group:
+            try:
+                item.answer(await self.write_alone(item.ref, item.prepared, item.target))
+            except Exception as exc:  # handed to the batch's own request
+                item.fail(exc)
+
+    async def _store_group(self, group: list[_Pending]) -> list[IngestResult]:
+        db, first = self._db, group[0]
+        org_id, project_id, target = first.ref.org_id, first.ref.project_id, first.target
+        claimed = {
+            row[0]
+            for row in await db.fetch(
+                _PG_CLAIM_MANY, [uuid.uuid4() for _ in group], org_id, project_id,
+                [item.prepared.batch_id for item in group],
+                [len(item.prepared.rows) for item in group],
+                [item.prepared.received_at for item in group],
+            )
+        }  # fmt: skip
+        fresh = [item for item in group if item.prepared.batch_id in claimed]
+        total = sum(len(item.prepared.rows) for item in fresh)
+        if fresh:
+            warn_at = min(item.target.warn_at for item in fresh)
+            last = await db.fetchval(_PG_RESERVE, target.run_id, total, warn_at, target.named)
+            if last is None:
+                raise _LeaveFastPath
+            seq = int(last) - total + 1
+            for item in fresh:
+                _number(item.prepared, cast(uuid.UUID, target.run_id), seq)
+                seq += len(item.prepared.rows)
+            rows = [row for item in fresh for row in item.prepared.rows]
+            await db.copy_records_to_table("events", records=rows, columns=COLUMNS)
+            by_token: dict[uuid.UUID, list[_Pending]] = {}
+            for item in fresh:
+                by_token.setdefault(item.ref.id, []).append(item)
+            for token_id in sorted(by_token):  # one order for every transaction
+                await self._count(by_token[token_id])
+        results = []
+        for item in group:
+            count = len(item.prepared.rows)
+            if item in fresh:
+                results.append(IngestResult(ok=True, accepted=count, dropped=0,
+                                            run_active=item.target.running))  # fmt: skip
+                continue
+            accepted = await db.fetchval(_PG_STORED, project_id, item.prepared.batch_id)
+            results.append(IngestResult(ok=True, accepted=int(accepted or 0), dropped=0, duplicate=True))  # fmt: skip
+        return results
+
+    async def _count(self, items: list[_Pending]) -> None:
+        """The token, storage and status counters for one token's batches of a group."""
+        db, ref = self._db, items[0].ref
+        count = sum(len(item.prepared.rows) for item in items)
+        chars = sum(sum(item.prepared.sizes) for item in items)
+        seen = max(item.prepared.received_at for item in items)
+        marks = [item.prepared.watermark for item in items if item.prepared.watermark]
+        token, storage, _ = await db.fetchrow(
+            _PG_COUNT, count, seen, ref.id, count, chars, ref.org_id, ref.project_id,
+            max(marks) if marks else None,
+        )  # fmt: skip
+        if not token:  # revoked meanwhile: each batch alone gets its 403
+            raise _LeaveFastPath
+        if not storage:  # the org's first counted batch
+            await db.execute(_PG_QUOTA_ROW, uuid.uuid4(), ref.org_id, seen)
+            await db.execute(_PG_STORE, count, chars, ref.org_id)
 
     async def _store(self, ref: SidecarRef, prepared: Prepared, target: Target) -> IngestResult:
         db, count = self._db, len(prepared.rows)
@@ -276,6 +377,120 @@ class _PostgresConnection:
             await db.execute(_PG_QUOTA_ROW, uuid.uuid4(), ref.org_id, prepared.received_at)
             await db.execute(_PG_STORE, count, chars, ref.org_id)
         return IngestResult(ok=True, accepted=count, dropped=0, run_active=target.running)
+
+
+_LEAD = object()
+"""Handed to a waiting batch: write the next group of its run yourself."""
+GROUP_MAX_BATCHES = 16
+
+
+class _Pending:
+    """A batch waiting to be written with others of its run."""
+
+    __slots__ = ("done", "prepared", "ref", "target")
+
+    def __init__(self, ref: SidecarRef, prepared: Prepared, target: Target) -> None:
+        self.ref, self.prepared, self.target = ref, prepared, target
+        self.done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def answer(self, result: IngestResult | None) -> None:
+        if not self.done.done():
+            self.done.set_result(result)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+class _RunGroups:
+    """Per run: the batches waiting, and whether a group of them is being written.
+
+    The first batch of an idle run is written at once (a group of one). Batches
+    that arrive meanwhile wait; when a group is written, the first waiting batch
+    is told to lead and starts the next group: every waiting batch, up to
+    :data:`GROUP_MAX_BATCHES`, each ``batch_id`` at most once. A group is written
+    on the leading request's connection (every waiting request holds one
+    already, so a group never needs another and cannot exhaust the pool); the
+    leading request does not let a cancellation go through until the group is
+    written, so its connection is never returned to the pool while in use."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[uuid.UUID, list[_Pending]] = {}
+        self._writing: set[uuid.UUID] = set()
+
+    async def write(self, conn: _PostgresConnection, item: _Pending) -> IngestResult | None:
+        run_id = cast(uuid.UUID, item.target.run_id)
+        self._waiting.setdefault(run_id, []).append(item)
+        if run_id in self._writing:
+            try:
+                outcome = await item.done
+            except asyncio.CancelledError:
+                if _led(item):  # told to lead but cancelled first: pass it on
+                    self._waiting[run_id].remove(item)
+                    self._hand_on(run_id)
+                raise
+            if outcome is not _LEAD:
+                return cast(IngestResult | None, outcome)
+            item.done = asyncio.get_running_loop().create_future()
+        else:
+            self._writing.add(run_id)
+        writing = spawn(self._write(conn, run_id, self._take(run_id)))
+        cancelled = False
+        while not writing.done():
+            try:
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                cancelled = True  # held until the group no longer uses this connection
+        if cancelled:
+            raise asyncio.CancelledError
+        return cast(IngestResult | None, item.done.result())
+
+    def _take(self, run_id: uuid.UUID) -> list[_Pending]:
+        """The next group, led by the first waiting batch (the caller's)."""
+        waiting = self._waiting[run_id]
+        lead, group, batch_ids = waiting[0], list[_Pending](), set[str]()
+        for item in list(waiting):
+            if len(group) >= GROUP_MAX_BATCHES:
+                break
+            if item.done.cancelled():
+                waiting.remove(item)
+            elif item.prepared.batch_id not in batch_ids and item.target.named == lead.target.named:
+                batch_ids.add(item.prepared.batch_id)
+                group.append(item)
+                waiting.remove(item)
+        return group
+
+    async def _write(self, conn: _PostgresConnection, run_id: uuid.UUID, group: list[_Pending]) -> None:  # fmt: skip
+        try:
+            await conn.write_group(group)
+        except BaseException as exc:  # every batch of the group gets told
+            for item in group:
+                item.fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._hand_on(run_id)
+
+    def _hand_on(self, run_id: uuid.UUID) -> None:
+        waiting = self._waiting.get(run_id, [])
+        while waiting:
+            if waiting[0].done.cancelled():
+                waiting.pop(0)
+                continue
+            waiting[0].done.set_result(_LEAD)
+            return
+        self._waiting.pop(run_id, None)
+        self._writing.discard(run_id)
+
+
+def _led(item: _Pending) -> bool:
+    done = item.done
+    return (
+        done.done()
+        and not done.cancelled()
+        and done.exception() is None
+        and (done.result() is _LEAD)
+    )
 
 
 def _run_row(row: Sequence[Any] | None) -> RunRow | None:
