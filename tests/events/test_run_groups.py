@@ -112,10 +112,15 @@ async def test_a_waiting_batch_cancelled_after_being_told_to_lead_passes_the_lea
     await asyncio.sleep(0)
     after = asyncio.ensure_future(send(groups, Conn("after"), "b2"))
     await asyncio.sleep(0)
-    # The moment the lead group ends, b1 is told to lead; cancel it before it runs.
-    while not groups._waiting[RUN][0].done.done():
-        await asyncio.sleep(0.001)
-    doomed.cancel()
+    hand_on = groups._hand_on
+
+    def hand_on_then_cancel(run_id: uuid.UUID) -> None:
+        """The lead group ends and b1 is told to lead; it is cancelled before it runs."""
+        hand_on(run_id)
+        if not doomed.done():
+            doomed.cancel()
+
+    groups._hand_on = hand_on_then_cancel  # type: ignore[method-assign]
     assert (await lead) is not None
     result = await asyncio.wait_for(after, 2)  # b2 took the lead: nothing hangs
     assert result is not None and result.accepted == 1
