@@ -143,11 +143,14 @@ async def seed(
 
 def encoded_batches(project_id: uuid.UUID, total: int) -> list[bytes]:
     """Request bodies, encoded before the clock starts (as a sidecar has them ready):
-    on a 2-CPU machine the client's own JSON encoding would compete with the server."""
+    on a 2-CPU machine the client's own JSON encoding would compete with the server.
+    Encoded as the sidecar encodes them (compact separators, one instance id)."""
+    instance = uuid.uuid4().hex
     return [
         json.dumps({"project_id": str(project_id), "batch_id": uuid.uuid4().hex,
-                    "sidecar_version": "bench",
-                    "events": [sample_event(i * BATCH + j) for j in range(BATCH)]}).encode()
+                    "sidecar_version": "bench", "instance_id": instance,
+                    "events": [sample_event(i * BATCH + j) for j in range(BATCH)]},
+                   separators=(",", ":")).encode()
         for i in range(total // BATCH)
     ]  # fmt: skip
 
@@ -232,12 +235,14 @@ def stored_rows(
     return rows
 
 
-async def raw_postgres(dsn: str, rows: list[tuple[Any, ...]]) -> float:
+async def raw_postgres(dsn: str, rows: list[tuple[Any, ...]]) -> tuple[float, float]:
+    """Seconds the ``COPY`` took, and the database's CPU seconds meanwhile (read while
+    the connection's backend still exists)."""
     conn = await asyncpg.connect(dsn)
     try:
-        started = time.perf_counter()
+        cpu_before, started = database_cpu_seconds("postgresql"), time.perf_counter()
         await conn.copy_records_to_table("events", records=rows, columns=COLUMNS)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, database_cpu_seconds("postgresql") - cpu_before
     finally:
         await conn.close()
 
@@ -281,9 +286,10 @@ async def measure(
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_up(base, proc)
-        cpu_before = tree_cpu_seconds(proc.pid)
+        cpu_before, db_before = tree_cpu_seconds(proc.pid), database_cpu_seconds(store)
         api_sec = await send_all(base, targets, total)
         server_cpu = tree_cpu_seconds(proc.pid) - cpu_before
+        api_db_cpu = database_cpu_seconds(store) - db_before
     except Exception:
         sys.stderr.write(server_log.read_text(errors="replace")[-6000:])
         raise
@@ -291,11 +297,19 @@ async def measure(
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 30)
     rows = stored_rows(store, org_id, project_id, token_id, total)
+    raw_db_cpu = 0.0
     if store == "postgresql":
-        raw_sec = await raw_postgres(url.replace("postgresql+asyncpg://", "postgresql://"), rows)
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+        raw_sec, raw_db_cpu = await raw_postgres(dsn, rows)
     else:
         raw_sec = await asyncio.to_thread(raw_sqlite, url.split(":///", 1)[1], rows)
     api_rate, raw_rate = total / api_sec, total / raw_sec
+    database: dict[str, Any] = {}
+    if store == "postgresql":  # SQLite writes inside the serve process (its CPU above)
+        database["database_cpu_ms_per_1k_events"] = {
+            "api": round(1e6 * api_db_cpu / total, 1),
+            "raw": round(1e6 * raw_db_cpu / total, 1),
+        }
     return {
         "events": total,
         "batch": BATCH,
@@ -305,26 +319,46 @@ async def measure(
         "api_events_per_sec": round(api_rate),
         "server_cpu_ms_per_1k_events": round(1000 * server_cpu / total * 1000, 1),
         "raw_events_per_sec": round(raw_rate),
+        **database,
         "raw_method": "asyncpg COPY" if store == "postgresql" else "sqlite3 executemany",
         "ratio_to_raw": round(api_rate / raw_rate, 3),
         "target_ratio": TARGET_RATIO,
     }
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its descendants so far (Linux /proc)."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
+def _processes() -> dict[int, tuple[str, int, float]]:
+    """Every process's (name, parent, CPU seconds so far, user + system), from Linux /proc."""
+    found: dict[int, tuple[str, int, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            head, _, tail = (entry / "stat").read_text().rpartition(")")
         except OSError:
             continue
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+        fields = tail.split()
+        found[int(entry.name)] = (
+            head.partition("(")[2],
+            int(fields[1]),
+            (int(fields[11]) + int(fields[12])) / tick,
+        )
+    return found
+
+
+def database_cpu_seconds(store: str) -> float:
+    """CPU seconds so far of every PostgreSQL server process on this machine (its
+    backends, WAL writer, checkpointer, autovacuum); 0 for SQLite (in-process)."""
+    if store != "postgresql":
+        return 0.0
+    return sum(cpu for name, _, cpu in _processes().values() if name == "postgres")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its descendants so far (Linux /proc)."""
+    found = _processes()
+    parents = {p: parent for p, (_, parent, _) in found.items()}
+    times = {p: cpu for p, (_, _, cpu) in found.items()}
     tree, frontier = {pid}, [pid]
     while frontier:
         parent = frontier.pop()

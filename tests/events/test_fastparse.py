@@ -49,6 +49,7 @@ def _rows(batch: Any, dialect: Any) -> tuple[Any, ...]:
     rows = [row[1:] for row in prepared.rows]  # the event id is random
     return (
         prepared.batch_id,
+        prepared.instance,
         prepared.watermark,
         rows,
         prepared.sizes,
@@ -179,7 +180,7 @@ def test_where_the_libraries_differ_the_fast_path_declines(body: bytes) -> None:
 
 
 STRING_FIELDS = [
-    ("batch_id",), ("sidecar_version",), ("events", "destination", "host"),
+    ("batch_id",), ("sidecar_version",), ("instance_id",), ("events", "destination", "host"),
     ("events", "destination", "path"), ("events", "destination", "sensitive_path"),
     ("events", "http", "method"), ("events", "matches", "kind"), ("events", "matches", "hash"),
     ("events", "matches", "preview"), ("events", "error"), ("events", "integrity_hash"),
@@ -190,8 +191,9 @@ STRING_FIELDS = [
 @pytest.mark.parametrize("pad", [" ", "\t", "\n", "\u00a0", "\u2003"])
 def test_every_string_pydantic_strips_sends_the_batch_back(path: tuple[str, ...], pad: str) -> None:
     batch: dict[str, Any] = json.loads(
-        body_of(event(error="e", integrity_hash="h"), sidecar_version="0.1.0")
-    )
+        body_of(event(error="e", integrity_hash="h"), sidecar_version="0.1.0",
+                instance_id="replica-1")
+    )  # fmt: skip
     batch["events"][0]["destination"]["sensitive_path"] = "/admin"
     holder: Any = batch
     for name in path[:-1]:
@@ -244,6 +246,7 @@ NUMBER = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from([0, -1, 1, 65535, 65536, 999, 1000, 0.5, 1.0, 1.5, "5", "1.5", True, None]),
 )
+INSTANCES = ["a", "Replica_1-b", "a\n", "\na", " a ", "a.b", "x" * 64, "x" * 65, "ä"]
 STAMP = st.one_of(
     st.datetimes(timezones=st.sampled_from([UTC, None])).map(lambda d: d.isoformat()),
     st.sampled_from(
@@ -339,6 +342,8 @@ def batches(draw: st.DrawFn) -> bytes:
         fields["batch_id"] = draw(TEXT)
     if draw(st.booleans()):
         fields["sidecar_version"] = draw(TEXT)
+    if draw(st.booleans()):
+        fields["instance_id"] = draw(st.one_of(TEXT, st.sampled_from(INSTANCES)))
     if draw(st.booleans()):
         fields["run_id"] = draw(st.one_of(st.uuids().map(str), st.sampled_from(["", "x", None])))
     body = json.dumps({"project_id": str(PROJECT), "batch_id": "b", "events": events, **fields},

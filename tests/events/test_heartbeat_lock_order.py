@@ -77,7 +77,7 @@ async def test_a_heartbeat_locks_the_token_before_its_status(pg_url: str) -> Non
             await held.commit()
         await asyncio.wait_for(waiting, timeout=10)
         async with sessionmaker() as session:
-            status = await session.get(SidecarStatus, token_id)
+            status = await session.get(SidecarStatus, (token_id, ""))
             token = await session.get(SidecarToken, token_id)
         assert status is not None and status.last_heartbeat_at is not None
         assert token is not None and token.last_seen_at is not None

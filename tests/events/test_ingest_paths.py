@@ -114,21 +114,23 @@ async def test_both_paths_store_identical_rows_and_counters(accounts: Accounts) 
     events = [http_event(1), http_event(2, error="upstream reset", http=None),
               http_event(3, payload_redacted={"summary": "ünïcode ✓", "n": [1, 2.5, None]})]  # fmt: skip
     response = await fast.client.post(
-        "/api/ingest/events", json=batch(fast, events) | {"watermark": moment}
+        "/api/ingest/events",
+        json=batch(fast, events) | {"watermark": moment, "instance_id": "replica-1"},
     )
     assert response.json() == {"ok": True, "accepted": 3, "dropped": 0, "duplicate": False,
                                "run_active": True}  # fmt: skip
-    result = await _general(accounts, general, _body(general, events, watermark=moment))
+    body = _body(general, events, watermark=moment, instance_id="replica-1")
+    result = await _general(accounts, general, body)
     assert result.model_dump() == response.json()
     rows_fast = await _raw(accounts, _STORED, project=fast.project_id)
     rows_general = await _raw(accounts, _STORED, project=general.project_id)
     assert [r[0] for r in rows_fast] == [1, 2, 3]
     assert rows_fast == rows_general
-    status_sql = ("SELECT sidecar_version, counters, watermark, last_event_at IS NOT NULL "
-                  "FROM sidecar_status WHERE token_id = :token")  # fmt: skip
-    assert await _raw(accounts, status_sql, token=fast.token_id) == await _raw(
-        accounts, status_sql, token=general.token_id
-    )
+    status_sql = ("SELECT instance_id, sidecar_version, counters, watermark, "
+                  "last_event_at IS NOT NULL FROM sidecar_status WHERE token_id = :token")  # fmt: skip
+    status_fast = await _raw(accounts, status_sql, token=fast.token_id)
+    assert status_fast == await _raw(accounts, status_sql, token=general.token_id)
+    assert [row[0] for row in status_fast] == ["replica-1"]
     runs_sql = "SELECT last_seq FROM runs WHERE id = :run"
     assert await _raw(accounts, runs_sql, run=fast_run) == [(3,)]
     assert await _raw(accounts, runs_sql, run=general_run) == [(3,)]

@@ -124,13 +124,19 @@ async def test_heartbeat_carries_version_and_counters(
     async with make_sidecar() as sidecar:
         await _get_many(proxy_url(sidecar), origin[1].url, 3)
         await _until(lambda: any(h["counters"]["sent"] == 3 for h in recorder.heartbeats))
-    beat = recorder.heartbeats[-1]
+    *running, last = recorder.heartbeats
+    beat = running[-1]
     assert beat["project_id"] == PROJECT_ID
     assert beat["sidecar_version"]
     assert beat["counters"]["events_per_minute"] == 3
     assert beat["counters"]["queued"] == 0
     assert beat["counters"]["dropped_total"] == 0
     assert beat["state"] == "ok"
+    # The last one, sent on shutdown, says so; every one names this process.
+    assert last["state"] == "stopped" and last["counters"]["sent"] == 3
+    assert len({h["instance_id"] for h in recorder.heartbeats}) == 1
+    assert len(last["instance_id"]) == 32
+    assert {b["instance_id"] for b in recorder.received} == {last["instance_id"]}
 
 
 async def test_project_config_is_fetched_merged_and_refreshed(

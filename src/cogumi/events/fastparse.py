@@ -114,6 +114,8 @@ class FastBatch(Struct, forbid_unknown_fields=True, kw_only=True, dict=True):
     project_id: uuid.UUID
     run_id: uuid.UUID | None = None
     sidecar_version: Annotated[str, Meta(max_length=64)] = ""
+    # schemas.INSTANCE_PATTERN, ending with \Z: Python's ``$`` also matches before a final newline.
+    instance_id: Annotated[str, Meta(max_length=64, pattern=r"^[A-Za-z0-9_-]*\Z")] = ""
     batch_id: Annotated[str, Meta(min_length=1, max_length=64)]
     events: Annotated[list[FastEvent], Meta(max_length=MAX_EVENTS_PER_BATCH)]
     watermark: Stamp | None = None

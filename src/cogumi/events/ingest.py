@@ -217,6 +217,7 @@ class Prepared:
     """A batch's rows, ready for the driver once ``run_id`` and ``seq`` are filled in."""
 
     batch_id: str
+    instance: str  # the sending process's instance_id ("" when it sent none)
     received_at: datetime
     watermark: datetime | None
     rows: list[list[Any]]
@@ -337,6 +338,7 @@ class _Rows:
         batch = self.batch
         return Prepared(
             batch_id=batch.batch_id,
+            instance=batch.instance_id,
             received_at=self.received_at,
             watermark=_bounded(_watermark(batch), self.received_at),
             rows=self.rows,
@@ -608,12 +610,12 @@ async def _upsert_status(
     last_event_at: datetime | None,
     prepared: Prepared,
 ) -> None:
-    """The token's status row in one statement: made on first use, the watermark
-    only ever moves forward (a retried older batch never moves it back)."""
+    """The sending process's status row in one statement: made on first use, the
+    watermark only ever moves forward (a retried older batch never moves it back)."""
     statement = _insert_or_nothing(session, _STATUS).values(
-        token_id=token.id, org_id=token.org_id, project_id=token.project_id,
-        sidecar_version="", counters={}, last_event_at=last_event_at,
-        watermark=prepared.watermark,
+        token_id=token.id, instance_id=prepared.instance, org_id=token.org_id,
+        project_id=token.project_id, sidecar_version="", counters={},
+        last_event_at=last_event_at, watermark=prepared.watermark,
     )  # fmt: skip
     current, offered = _STATUS.c.watermark, statement.excluded.watermark
     changes: dict[str, Any] = {
@@ -625,7 +627,7 @@ async def _upsert_status(
     if last_event_at is not None:
         changes["last_event_at"] = statement.excluded.last_event_at
     await session.execute(
-        statement.on_conflict_do_update(index_elements=["token_id"], set_=changes)
+        statement.on_conflict_do_update(index_elements=["token_id", "instance_id"], set_=changes)
     )
 
 

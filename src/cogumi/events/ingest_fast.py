@@ -183,10 +183,10 @@ WITH token AS (
     UPDATE org_quotas SET stored_events = stored_events + $4, stored_event_bytes =
     stored_event_bytes + $5 WHERE org_id = $6 RETURNING id
 ), status AS (
-    INSERT INTO sidecar_status AS s (token_id, org_id, project_id, sidecar_version, counters,
-        last_event_at, watermark)
-    VALUES ($3, $6, $7, '', '{}', $2, $8)
-    ON CONFLICT (token_id) DO UPDATE SET last_event_at = excluded.last_event_at,
+    INSERT INTO sidecar_status AS s (token_id, instance_id, org_id, project_id, sidecar_version,
+        counters, last_event_at, watermark)
+    VALUES ($3, $9, $6, $7, '', '{}', $2, $8)
+    ON CONFLICT (token_id, instance_id) DO UPDATE SET last_event_at = excluded.last_event_at,
         watermark = CASE WHEN excluded.watermark IS NOT NULL AND (s.watermark IS NULL
             OR excluded.watermark > s.watermark) THEN excluded.watermark ELSE s.watermark END
     RETURNING token_id
@@ -194,9 +194,10 @@ WITH token AS (
 SELECT (SELECT count(*) FROM token), (SELECT count(*) FROM storage), (SELECT count(*) FROM status)
 """
 _PG_WATERMARK = """
-INSERT INTO sidecar_status AS s (token_id, org_id, project_id, sidecar_version, counters, watermark)
-VALUES ($1, $2, $3, '', '{}', $4)
-ON CONFLICT (token_id) DO UPDATE SET watermark = CASE WHEN excluded.watermark IS NOT NULL
+INSERT INTO sidecar_status AS s (token_id, instance_id, org_id, project_id, sidecar_version,
+    counters, watermark)
+VALUES ($1, $5, $2, $3, '', '{}', $4)
+ON CONFLICT (token_id, instance_id) DO UPDATE SET watermark = CASE WHEN excluded.watermark IS NOT NULL
     AND (s.watermark IS NULL OR excluded.watermark > s.watermark)
     THEN excluded.watermark ELSE s.watermark END
 """
@@ -255,8 +256,9 @@ class _PostgresConnection:
     ) -> IngestResult | None:
         if not prepared.rows:
             await self._db.execute(
-                _PG_WATERMARK, ref.id, ref.org_id, ref.project_id, prepared.watermark
-            )
+                _PG_WATERMARK, ref.id, ref.org_id, ref.project_id, prepared.watermark,
+                prepared.instance,
+            )  # fmt: skip
             return IngestResult(ok=True, accepted=0, dropped=0, run_active=target.running)
         if prepared.has_violations:
             return None
@@ -316,11 +318,11 @@ class _PostgresConnection:
                 seq += len(item.prepared.rows)
             rows = [row for item in fresh for row in item.prepared.rows]
             await db.copy_records_to_table("events", records=rows, columns=COLUMNS)
-            by_token: dict[uuid.UUID, list[_Pending]] = {}
+            by_sender: dict[tuple[uuid.UUID, str], list[_Pending]] = {}
             for item in fresh:
-                by_token.setdefault(item.ref.id, []).append(item)
-            for token_id in sorted(by_token):  # one order for every transaction
-                await self._count(by_token[token_id])
+                by_sender.setdefault((item.ref.id, item.prepared.instance), []).append(item)
+            for sender in sorted(by_sender):  # one order for every transaction
+                await self._count(by_sender[sender])
         results = []
         for item in group:
             count = len(item.prepared.rows)
@@ -333,7 +335,8 @@ class _PostgresConnection:
         return results
 
     async def _count(self, items: list[_Pending]) -> None:
-        """The token, storage and status counters for one token's batches of a group."""
+        """The token, storage and status counters for the batches of a group that one
+        sidecar process (token and instance) sent."""
         db, ref = self._db, items[0].ref
         count = sum(len(item.prepared.rows) for item in items)
         chars = sum(sum(item.prepared.sizes) for item in items)
@@ -341,7 +344,7 @@ class _PostgresConnection:
         marks = [item.prepared.watermark for item in items if item.prepared.watermark]
         token, storage, _ = await db.fetchrow(
             _PG_COUNT, count, seen, ref.id, count, chars, ref.org_id, ref.project_id,
-            max(marks) if marks else None,
+            max(marks) if marks else None, items[0].prepared.instance,
         )  # fmt: skip
         if not token:  # revoked meanwhile: each batch alone gets its 403
             raise _LeaveFastPath
@@ -369,7 +372,7 @@ class _PostgresConnection:
         chars = sum(prepared.sizes)
         token, storage, _ = await db.fetchrow(
             _PG_COUNT, count, prepared.received_at, ref.id, count, chars, ref.org_id,
-            ref.project_id, prepared.watermark,
+            ref.project_id, prepared.watermark, prepared.instance,
         )  # fmt: skip
         if not token:
             raise Forbidden("sidecar token revoked", reason="token_revoked")
@@ -742,11 +745,12 @@ class _SqliteConnection:
         watermark = path.status_time(prepared.watermark) if prepared.watermark else None
         seen = path.status_time(last_event_at) if last_event_at else None
         self._db.execute(
-            "INSERT INTO sidecar_status AS s (token_id, org_id, project_id, sidecar_version, "
-            "counters, last_event_at, watermark) VALUES (?, ?, ?, '', ?, ?, ?) "
-            "ON CONFLICT (token_id) DO UPDATE SET "
+            "INSERT INTO sidecar_status AS s (token_id, instance_id, org_id, project_id, "
+            "sidecar_version, counters, last_event_at, watermark) VALUES (?, ?, ?, ?, '', ?, ?, ?) "
+            "ON CONFLICT (token_id, instance_id) DO UPDATE SET "
             "last_event_at = coalesce(excluded.last_event_at, s.last_event_at), "
             "watermark = CASE WHEN excluded.watermark IS NOT NULL AND (s.watermark IS NULL "
             "OR excluded.watermark > s.watermark) THEN excluded.watermark ELSE s.watermark END",
-            (ref.id.hex, ref.org_id.hex, ref.project_id.hex, path.counters, seen, watermark),
-        )
+            (ref.id.hex, prepared.instance, ref.org_id.hex, ref.project_id.hex, path.counters,
+             seen, watermark),
+        )  # fmt: skip

@@ -67,13 +67,20 @@ class IngestBatch(IdMixin, TenantMixin, Base):
 
 
 class SidecarStatus(TenantMixin, Base):
-    """Latest heartbeat and event time per sidecar token (the wizard's verify step)."""
+    """Latest heartbeat, event time and watermark per sidecar process (the wizard's
+    verify step, and the evidence watermark).
+
+    A process is a token and the ``instance_id`` the process made at start: replicas
+    of one agent may share a token, and each keeps its own counters and watermark.
+    Senders without an instance id (older sidecars) share the row of instance ``""``.
+    """
 
     __tablename__ = "sidecar_status"
 
     token_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("sidecar_tokens.id", ondelete="CASCADE"), primary_key=True
     )
+    instance_id: Mapped[str] = mapped_column(String(64), primary_key=True, default="")
     project_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("projects.id", ondelete="CASCADE"), index=True
     )
@@ -83,6 +90,9 @@ class SidecarStatus(TenantMixin, Base):
     counters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Latest ingest watermark of this sidecar (see events.service.watermark_for_project).
     watermark: Mapped[datetime | None] = mapped_column(default=None)
+    # When its last heartbeat said it stopped cleanly: it then no longer counts as live
+    # nor holds the watermark back, whatever batch may still arrive after.
+    stopped_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class StreamMessage(IdMixin, TenantMixin, Base):

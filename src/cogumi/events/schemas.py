@@ -79,10 +79,23 @@ class EventIn(BulkInput):
     schema_version: int = Field(default=1, ge=1, le=1)
 
 
+INSTANCE_PATTERN = r"^[A-Za-z0-9_-]*$"
+InstanceId = Annotated[
+    str,
+    StringConstraints(max_length=64, pattern=INSTANCE_PATTERN),
+    Field(
+        description="A random id the sending process made when it started. Replicas that "
+        "share a sidecar token each keep their own status, drop counters and watermark under "
+        "it; empty for senders that have none.",
+    ),
+]
+
+
 class IngestBatchIn(Input):
     project_id: uuid.UUID
     run_id: uuid.UUID | None = None
     sidecar_version: Annotated[str, StringConstraints(max_length=64)] = ""
+    instance_id: InstanceId = ""
     batch_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     events: list[EventIn] = Field(max_length=MAX_EVENTS_PER_BATCH)
     watermark: datetime | None = Field(
@@ -113,6 +126,7 @@ class HeartbeatOut(Output):
 class HeartbeatIn(Input):
     sidecar_version: Annotated[str, StringConstraints(max_length=64)] = ""
     project_id: uuid.UUID | None = None
+    instance_id: InstanceId = ""
     started_at: float | None = Field(default=None, ge=0)
     uptime_sec: float | None = Field(default=None, ge=0)
     state: Annotated[str, StringConstraints(max_length=32)] = ""
@@ -136,6 +150,10 @@ class ConnectionOut(Output):
     events_last_minute: int
     sidecar_version: str | None
     counters: dict[str, Any]
+    sidecars_live: int = Field(
+        description="Sidecar processes of the project with a heartbeat in the last two "
+        "minutes that have not reported stopping (replicas sharing a token count apart)."
+    )
 
 
 class EventOut(Output):

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,6 +39,11 @@ PAYLOAD_LIMIT = 64 * 1024
 INGEST_WINDOW_SEC = 60
 # A sidecar counts towards the project's watermark while it heartbeats (every 15 s by default).
 WATERMARK_FRESH = timedelta(minutes=2)
+STATUS_KEPT = timedelta(days=1)
+"""How long the status row of a sidecar process that went silent is kept (replicas and
+restarts each make a row; a heartbeat of the token deletes its rows silent that long)."""
+STOPPED = "stopped"
+"""The ``state`` of a sidecar's last heartbeat when it shuts down cleanly."""
 _PREVIEW_KEYS = ("body_redacted_preview", "summary")
 
 
@@ -255,28 +260,31 @@ async def _run_active(
     return await session.scalar(query.limit(1)) is not None
 
 
-async def _locked_status(session: AsyncSession, token: SidecarToken) -> SidecarStatus:
-    """The token's status row, locked for this transaction; created on first use.
+async def _locked_status(
+    session: AsyncSession, token: SidecarToken, instance: str
+) -> SidecarStatus:
+    """The status row of the token's process ``instance``, locked for this
+    transaction; created on first use.
 
     The lock makes concurrent batches of one sidecar update it one after the
     other (no lost watermark update); a concurrent first insert is caught in a
     savepoint and the winner's row is used.
     """
-    status = await session.get(SidecarStatus, token.id, with_for_update=True)
+    key = (token.id, instance)
+    status = await session.get(SidecarStatus, key, with_for_update=True)
     if status is not None:
         return status
     try:
         async with session.begin_nested():
             status = SidecarStatus(
-                token_id=token.id, org_id=token.org_id, project_id=token.project_id
-            )
+                token_id=token.id, instance_id=instance, org_id=token.org_id,
+                project_id=token.project_id,
+            )  # fmt: skip
             session.add(status)
             await session.flush()
         return status
     except IntegrityError:
-        row = await session.get(
-            SidecarStatus, token.id, with_for_update=True, populate_existing=True
-        )
+        row = await session.get(SidecarStatus, key, with_for_update=True, populate_existing=True)
         assert row is not None
         return row
 
@@ -285,21 +293,17 @@ async def _touch_status(
     session: AsyncSession,
     *,
     token: SidecarToken,
-    last_event_at: datetime | None = None,
-    heartbeat: HeartbeatIn | None = None,
-    watermark: datetime | None = None,
+    heartbeat: HeartbeatIn,
 ) -> SidecarStatus:
-    status = await _locked_status(session, token)
-    if last_event_at is not None:
-        status.last_event_at = last_event_at
-    if watermark is not None and (status.watermark is None or watermark > status.watermark):
-        status.watermark = watermark  # a retried older batch never moves it back
-    if heartbeat is not None:
-        status.last_heartbeat_at = utcnow()
-        status.sidecar_version = heartbeat.sidecar_version
-        status.counters = dict(heartbeat.counters)
-        if heartbeat.state:
-            status.counters["state"] = heartbeat.state
+    status = await _locked_status(session, token, heartbeat.instance_id)
+    status.last_heartbeat_at = now = utcnow()
+    status.sidecar_version = heartbeat.sidecar_version
+    status.counters = dict(heartbeat.counters)
+    if heartbeat.state:
+        status.counters["state"] = heartbeat.state
+    # Stopped: everything it saw is shipped (or counted as dropped), so it no longer
+    # holds the project's watermark back and a replica that goes on is not held by it.
+    status.stopped_at = now if heartbeat.state == STOPPED else None
     await session.flush()
     return status
 
@@ -348,24 +352,42 @@ async def record_heartbeat(
         raise Forbidden("this sidecar token belongs to another project", field="project_id")
     # The token row first, then its status row: the order ingest takes them in. The
     # other order deadlocks (on PostgreSQL) with a batch of the same sidecar.
-    token.last_seen_at = utcnow()
+    token.last_seen_at = now = utcnow()
     await session.flush()
-    previous = dict((await _locked_status(session, token)).counters or {})
+    previous = dict((await _locked_status(session, token, heartbeat.instance_id)).counters or {})
     status = await _touch_status(session, token=token, heartbeat=heartbeat)
     status.counters = {**status.counters, "started_at": heartbeat.started_at}
     newly_dropped = dropped_since(previous, heartbeat)
     token.events_dropped += sum(newly_dropped.values())
+    await _forget_silent(session, token=token, instance=heartbeat.instance_id, now=now)
     active = await _run_active(session, project_id=project_id, run_id=None)
     return HeartbeatRecorded(run_active=active, newly_dropped=newly_dropped)
+
+
+async def _forget_silent(
+    session: AsyncSession, *, token: SidecarToken, instance: str, now: datetime
+) -> None:
+    """Delete the status rows of the token's other processes silent for
+    :data:`STATUS_KEPT` (restarted or scaled-down replicas)."""
+    cutoff = now - STATUS_KEPT
+    await session.execute(
+        delete(SidecarStatus).where(
+            SidecarStatus.token_id == token.id,
+            SidecarStatus.instance_id != instance,
+            SidecarStatus.last_heartbeat_at < cutoff,
+            (SidecarStatus.last_event_at.is_(None)) | (SidecarStatus.last_event_at < cutoff),
+        )
+    )
 
 
 async def watermark_for_project(session: AsyncSession, *, project_id: uuid.UUID) -> datetime | None:
     """Up to when the project's network evidence is complete, or None if unknown.
 
-    The *earliest* watermark of the project's live sidecars (active token,
-    heartbeat in the last two minutes): evidence is complete only once every
-    sidecar that could have seen the agent's traffic has shipped it. Sidecars
-    that never sent a watermark (older versions) do not count.
+    The *earliest* watermark of the project's live sidecar processes (active
+    token, heartbeat in the last two minutes, not stopped): evidence is complete
+    only once every sidecar that could have seen the agent's traffic has shipped
+    it, replicas sharing a token included (each process has its own row).
+    Sidecars that never sent a watermark (older versions) do not count.
     """
     since = utcnow() - WATERMARK_FRESH
     return await session.scalar(
@@ -375,6 +397,7 @@ async def watermark_for_project(session: AsyncSession, *, project_id: uuid.UUID)
             SidecarStatus.project_id == project_id,
             SidecarToken.status == TokenStatus.active,
             SidecarStatus.last_heartbeat_at >= since,
+            SidecarStatus.stopped_at.is_(None),
             SidecarStatus.watermark.is_not(None),
         )
     )
@@ -393,14 +416,19 @@ async def connection_state(session: AsyncSession, *, project: Project) -> dict[s
     )
     heartbeats = [s for s in statuses if s.last_heartbeat_at is not None]
     latest = max(heartbeats, key=lambda s: s.last_heartbeat_at or now, default=None)
+    live = [
+        s for s in heartbeats
+        if now - cast(datetime, s.last_heartbeat_at) < WATERMARK_FRESH and s.stopped_at is None
+    ]  # fmt: skip
     last_events = [s.last_event_at for s in statuses if s.last_event_at is not None]
     last_heartbeat = latest.last_heartbeat_at if latest else None
     return {
         "project_id": project.id,
-        "connected": bool(last_heartbeat and now - last_heartbeat < timedelta(minutes=2)),
+        "connected": bool(live),
         "last_heartbeat_at": last_heartbeat,
         "last_event_at": max(last_events, default=None),
         "events_last_minute": int(recent or 0),
         "sidecar_version": latest.sidecar_version if latest else None,
         "counters": dict(latest.counters) if latest else {},
+        "sidecars_live": len(live),
     }

@@ -110,6 +110,9 @@ class Shipper:
         self.stopped_reason: str | None = None
         self.state = "starting"
         self.started_at = time.time()
+        # This process among others that may share the token (replicas): the server
+        # keeps status, drop counts and watermark per instance.
+        self.instance_id = uuid.uuid4().hex
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
         self._closing = False
@@ -240,6 +243,7 @@ class Shipper:
             "project_id": self.options.project_id,
             "run_id": None,
             "sidecar_version": __version__,
+            "instance_id": self.instance_id,
             "batch_id": str(uuid.uuid4()),
             "events": events,
             "watermark": iso_ts(watermark),
@@ -332,6 +336,7 @@ class Shipper:
         return {
             "sidecar_version": __version__,
             "project_id": self.options.project_id,
+            "instance_id": self.instance_id,
             "started_at": self.started_at,
             "uptime_sec": round(now - self.started_at, 3),
             "state": self.state,
@@ -380,6 +385,8 @@ class Shipper:
         if self.queued:
             self.counters.dropped["shutdown"] += self.queued
             log.warning("shutdown: %d events could not be delivered in time", self.queued)
+        if self.stopped_reason is None:
+            self.state = "stopped"  # the last heartbeat says so: no longer holds the watermark
 
     async def aclose(self) -> None:
         await self.client.aclose()

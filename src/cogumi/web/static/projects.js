@@ -27,6 +27,7 @@
         set("last_heartbeat_at", ago(c.last_heartbeat_at));
         set("last_event_at", ago(c.last_event_at));
         set("events_last_minute", String(c.events_last_minute));
+        set("sidecars_live", String(c.sidecars_live));
         set("sidecar_version", c.sidecar_version || "—");
       }
       setTimeout(tick, 2000);

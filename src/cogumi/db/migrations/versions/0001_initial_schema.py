@@ -955,12 +955,14 @@ def upgrade() -> None:
     op.create_table(
         "sidecar_status",
         sa.Column("token_id", sa.Uuid(), nullable=False),
+        sa.Column("instance_id", sa.String(length=64), nullable=False),
         sa.Column("project_id", sa.Uuid(), nullable=False),
         sa.Column("sidecar_version", sa.String(length=64), nullable=False),
         sa.Column("last_heartbeat_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_event_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("counters", sa.JSON(), nullable=False),
         sa.Column("watermark", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("stopped_at", cogumi.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("org_id", sa.Uuid(), nullable=False),
         sa.ForeignKeyConstraint(
             ["org_id"],
@@ -980,7 +982,7 @@ def upgrade() -> None:
             name=op.f("fk_sidecar_status_token_id_sidecar_tokens"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("token_id", name=op.f("pk_sidecar_status")),
+        sa.PrimaryKeyConstraint("token_id", "instance_id", name=op.f("pk_sidecar_status")),
     )
     with op.batch_alter_table("sidecar_status", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_sidecar_status_org_id"), ["org_id"], unique=False)
