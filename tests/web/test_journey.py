@@ -113,6 +113,7 @@ async def test_first_run_journey(page: Page, server: str, shot: Shot, tmp_path: 
         await wait_port(proxy_port, procs[-1])
         await expect(badge).to_have_text("connected", timeout=30_000)
         await expect(page.locator('[data-conn="last_heartbeat_at"]')).not_to_have_text("never")
+        await expect(page.locator('[data-conn="sidecars_live"]')).to_have_text("1")
         await shot(page, "wizard-3-verify")
         await page.get_by_role("link", name="Next: agent endpoint").click()
 
