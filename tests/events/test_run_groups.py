@@ -60,15 +60,18 @@ async def send(groups: _RunGroups, conn: Conn, batch_id: str) -> IngestResult | 
     return result
 
 
-async def test_batches_arriving_during_a_write_form_the_next_group() -> None:
-    groups, conns = _RunGroups(), [Conn(f"c{i}") for i in range(10)]
+async def test_batches_arriving_during_a_write_form_the_next_groups() -> None:
+    count = 2 * GROUP_MAX_BATCHES + 2
+    groups, conns = _RunGroups(), [Conn(f"c{i}") for i in range(count)]
     first = asyncio.ensure_future(send(groups, conns[0], "b0"))
-    await asyncio.sleep(0.005)  # b0 is being written; the rest wait and go together
-    rest = [asyncio.ensure_future(send(groups, conns[i], f"b{i}")) for i in range(1, 10)]
+    await asyncio.sleep(0.005)  # b0 is being written; the rest wait and go in full groups
+    rest = [asyncio.ensure_future(send(groups, conns[i], f"b{i}")) for i in range(1, count)]
     results = await asyncio.gather(first, *rest)
     assert all(r is not None and r.accepted == 1 for r in results)
     written = [g for c in conns for g in c.groups]
-    assert written[0] == ["b0"] and sorted(written[1]) == [f"b{i}" for i in range(1, 10)]
+    assert written[0] == ["b0"]
+    assert [len(g) for g in written[1:]] == [GROUP_MAX_BATCHES, GROUP_MAX_BATCHES, 1]
+    assert sorted(b for g in written[1:] for b in g) == sorted(f"b{i}" for i in range(1, count))
     assert not groups._waiting and not groups._writing  # nothing left behind
 
 
