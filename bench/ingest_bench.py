@@ -11,7 +11,11 @@ driver (same preparation code), with asyncpg ``COPY`` (PostgreSQL) or stdlib
 ``sqlite3.executemany`` (SQLite), and the ratio says how much of the raw write
 speed survives HTTP, validation, payload bounds, hashing and transactions.
 ``server_cpu_ms_per_1k_events`` (all serve processes) depends less on how busy
-the machine is than the rates do.
+the machine is than the rates do; on PostgreSQL,
+``database_cpu_ms_per_1k_events`` gives the database server's own CPU (every
+``postgres`` process on the machine) during the API run and during the raw
+write. Bodies are encoded as the sidecar encodes them (compact JSON, one
+``instance_id`` per sender's project).
 
 Usage: python bench/ingest_bench.py [--events N] [--stores postgresql,sqlite]
 [--workers 1,2] [--runs N] [--repeat N].
@@ -407,6 +411,11 @@ def medians(repeats: list[dict[str, Any]]) -> dict[str, Any]:
         summary[key] = statistics.median(r[key] for r in repeats)
     summary["ratio_min_max"] = [min(r["ratio_to_raw"] for r in repeats),
                                 max(r["ratio_to_raw"] for r in repeats)]  # fmt: skip
+    if "database_cpu_ms_per_1k_events" in summary:
+        summary["database_cpu_ms_per_1k_events"] = {
+            side: statistics.median(r["database_cpu_ms_per_1k_events"][side] for r in repeats)
+            for side in ("api", "raw")
+        }
     summary["repeats"] = [{k: r[k] for k in ("api_events_per_sec", "raw_events_per_sec",
                            "ratio_to_raw", "server_cpu_ms_per_1k_events")} for r in repeats]  # fmt: skip
     return summary
