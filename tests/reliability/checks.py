@@ -73,9 +73,12 @@ async def duplicate_problems(cluster: Cluster) -> list[str]:
 
 
 async def sidecar_drops(cluster: Cluster) -> dict[str, object]:
-    """Events any sidecar reports as finally dropped (by its last heartbeat), by project."""
-    rows = await cluster.sql("SELECT project_id, counters FROM sidecar_status")
-    return {str(p): c.get("dropped") for p, c in rows if isinstance(c, dict) and c.get("dropped")}
+    """Events any sidecar process reports as finally dropped (by its last heartbeat), by
+    project and process (replicas and restarts of one token have rows of their own)."""
+    rows = await cluster.sql("SELECT project_id, instance_id, counters FROM sidecar_status")
+    return {
+        f"{p}/{i}": c.get("dropped") for p, i, c in rows if isinstance(c, dict) and c.get("dropped")
+    }
 
 
 async def categories(cluster: Cluster, run_ids: Iterable[str]) -> dict[str, set[str]]:
