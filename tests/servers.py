@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 from collections.abc import AsyncIterator
 
@@ -11,9 +12,33 @@ import uvicorn
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port nothing is bound to, for a server a test starts.
+
+    Picked below the kernel's ephemeral range: a port from that range (what
+    binding port 0 gives) can be taken by any outgoing connection between this
+    check and the server's own bind, which happened with twenty sidecars and
+    agents starting at once ("Address already in use")."""
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = random.randint(max(1024, low - 16_000), low - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # everything tried was taken: any free port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The first port of the range outgoing connections take theirs from (Linux)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            return max(int(handle.read().split()[0]), 2048)
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 @contextlib.asynccontextmanager

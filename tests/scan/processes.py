@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.servers import free_port
+
 COGUMI = str(Path(sys.executable).parent / "cogumi")
 SECRET = "sk-proj-Vt3hQ8zL1nR6yB4mK9wP2sD7fJ5cX0aG3eU8iO1uY6rT"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -15,16 +14,11 @@ import openai
 
 from cogumi import __version__
 from cogumi.sidecar.core import integrity_hash
+from tests.servers import free_port
 from tests.sidecar.conftest import SidecarFactory, proxy_url, shipped_text
 from tests.sidecar.servers import PROJECT_ID, Ingest, Origin, Served
 
 SECRET = "sk-proj-Q7rT2vX9kL4mN8pB3cF6hJ1wZ5yA0dE2gH4jK6mP8sU0wY"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def curl(*args: str) -> tuple[int, str, str]:
