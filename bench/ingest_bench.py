@@ -4,7 +4,7 @@ bulk insert of the same rows into the same database, in one run. Prints JSON.
 For each store (PostgreSQL, SQLite) and each ``serve --workers`` value, a
 fresh database gets a real ``cogumi serve`` (throttle and events-per-run cap
 lifted, so every event gets its seq); 8 concurrent
-senders post pre-encoded batches of 200 sidecar-shaped events with httpx into a
+senders post pre-encoded batches of 200 sidecar-shaped events into a
 running campaign (so every batch also claims its ``batch_id`` and reserves its
 ``seq`` range). The baseline writes the very values the server hands its
 driver (same preparation code), with asyncpg ``COPY`` (PostgreSQL) or stdlib
@@ -15,7 +15,10 @@ the machine is than the rates do; on PostgreSQL,
 ``database_cpu_ms_per_1k_events`` gives the database server's own CPU (every
 ``postgres`` process on the machine) during the API run and during the raw
 write. Bodies are encoded as the sidecar encodes them (compact JSON, one
-``instance_id`` per sender's project).
+``instance_id`` per sender's project) and sent as the sidecar sends them, with its
+own client (:mod:`cogumi.sidecar.apiclient`, a new connection per batch): on a
+2-CPU machine a heavier client takes CPU from the server it measures.
+``client_cpu_ms_per_1k_events`` says how much the senders took.
 
 Usage: python bench/ingest_bench.py [--events N] [--stores postgresql,sqlite]
 [--workers 1,2] [--runs N] [--repeat N].
@@ -62,10 +65,11 @@ from sqlalchemy.dialects.sqlite import aiosqlite as aiosqlite_dialect
 from cogumi.app import create_app  # noqa: F401 - loads every model (foreign key types)
 from cogumi.db.engine import make_engine, make_sessionmaker, transaction
 from cogumi.db.migrate import upgrade
-from cogumi.events.ingest import COLUMNS, prepare
+from cogumi.events.ingest import COLUMNS, SQLITE_INSERT, prepare
 from cogumi.events.schemas import IngestBatchIn
 from cogumi.projects.models import Project, SidecarToken
 from cogumi.runs.models import Run, RunStatus
+from cogumi.sidecar.apiclient import ApiClient
 from cogumi.tenancy import security
 from cogumi.tenancy.models import Organization
 
@@ -159,7 +163,9 @@ def encoded_batches(project_id: uuid.UUID, total: int) -> list[bytes]:
     ]  # fmt: skip
 
 
-async def send_all(base: str, targets: list[tuple[uuid.UUID, str]], total: int) -> float:
+async def send_all(
+    base: str, targets: list[tuple[uuid.UUID, str]], total: int
+) -> tuple[float, float]:
     """``total`` events from 8 senders, sender i posting as ``targets[i % len(targets)]``
     (project, token), each target's batches in a queue of its own."""
     share = total // len(targets)
@@ -170,26 +176,24 @@ async def send_all(base: str, targets: list[tuple[uuid.UUID, str]], total: int) 
             queue.put_nowait(body)
         queues.append(queue)
 
-    async def sender(client: httpx.AsyncClient, queue: asyncio.Queue[bytes]) -> None:
+    url = f"{base}/api/ingest/events"
+
+    async def sender(api: ApiClient, token: str, queue: asyncio.Queue[bytes]) -> None:
+        headers = {"X-Sidecar-Token": token}
         while not queue.empty():
             body = queue.get_nowait()
-            response = await client.post("/api/ingest/events", content=body)
+            response = await api.request("POST", url, headers=headers, content=body)
             assert response.status_code == 200, response.text
 
-    clients = []
     for project_id, token in targets:
         headers = {"X-Sidecar-Token": token, "Content-Type": "application/json"}
-        client = httpx.AsyncClient(base_url=base, headers=headers, timeout=60, trust_env=False)
-        await sender_warmup(client, project_id)
-        clients.append(client)
-    try:
-        started = time.perf_counter()
-        await asyncio.gather(*(sender(clients[i % len(targets)], queues[i % len(targets)])
-                               for i in range(SENDERS)))  # fmt: skip
-        return time.perf_counter() - started
-    finally:
-        for client in clients:
-            await client.aclose()
+        async with httpx.AsyncClient(base_url=base, headers=headers, trust_env=False) as client:
+            await sender_warmup(client, project_id)
+    api = ApiClient(timeout_sec=60)
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(sender(api, targets[i % len(targets)][1], queues[i % len(targets)])
+                           for i in range(SENDERS)))  # fmt: skip
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 async def keep_sending(base: str, project_id: uuid.UUID, token: str, seconds: float) -> int:
@@ -252,7 +256,7 @@ async def raw_postgres(dsn: str, rows: list[tuple[Any, ...]]) -> tuple[float, fl
 
 
 def raw_sqlite(path: str, rows: list[tuple[Any, ...]]) -> float:
-    sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    sql = SQLITE_INSERT  # the server's statement for these rows
     conn = sqlite3.connect(path)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -291,7 +295,7 @@ async def measure(
     try:
         await wait_up(base, proc)
         cpu_before, db_before = tree_cpu_seconds(proc.pid), database_cpu_seconds(store)
-        api_sec = await send_all(base, targets, total)
+        api_sec, client_cpu = await send_all(base, targets, total)
         server_cpu = tree_cpu_seconds(proc.pid) - cpu_before
         api_db_cpu = database_cpu_seconds(store) - db_before
     except Exception:
@@ -322,6 +326,7 @@ async def measure(
         "serve_workers": workers,
         "api_events_per_sec": round(api_rate),
         "server_cpu_ms_per_1k_events": round(1000 * server_cpu / total * 1000, 1),
+        "client_cpu_ms_per_1k_events": round(1000 * client_cpu / total * 1000, 1),
         "raw_events_per_sec": round(raw_rate),
         **database,
         "raw_method": "asyncpg COPY" if store == "postgresql" else "sqlite3 executemany",

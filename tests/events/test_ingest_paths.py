@@ -126,6 +126,12 @@ async def test_both_paths_store_identical_rows_and_counters(accounts: Accounts) 
     rows_general = await _raw(accounts, _STORED, project=general.project_id)
     assert [r[0] for r in rows_fast] == [1, 2, 3]
     assert rows_fast == rows_general
+    if _sqlite(accounts):  # JSON handed over as UTF-8 bytes is stored as that text
+        kinds = "SELECT typeof(payload_redacted), typeof(matches) FROM events WHERE project_id = :p"
+        for project in (fast.project_id, general.project_id):
+            assert set(await _raw(accounts, kinds, p=project)) == {("text", "text")}
+        assert rows_fast[2][16] == '{"n":[1,2.5,null],"summary":"ünïcode ✓"}'
+        assert rows_fast[0][17].startswith('[{"kind":')
     status_sql = ("SELECT instance_id, sidecar_version, counters, watermark, "
                   "last_event_at IS NOT NULL FROM sidecar_status WHERE token_id = :token")  # fmt: skip
     status_fast = await _raw(accounts, status_sql, token=fast.token_id)
@@ -148,6 +154,38 @@ async def test_both_paths_store_identical_rows_and_counters(accounts: Accounts) 
         assert quota is not None and quota.stored_events == 6
         _, size = await measure(session, Event.org_id == owner.org_id)
         assert quota.stored_event_bytes == size
+
+
+async def test_payloads_are_stored_as_their_canonical_text_and_counted_in_characters(
+    accounts: Accounts,
+) -> None:
+    """A batch without floats has its payloads written by msgspec and, on SQLite, handed
+    to the driver as UTF-8: stored as text, sized in characters as retention measures."""
+    owner = await accounts.signup()
+    sidecar = await project_with_token(accounts, owner.org_id)
+    await running_run(accounts, sidecar)
+    payload = {"summary": "ünïcode ✓ …", "b": {"z": 1, "a": ["ß"]}}
+    response = await sidecar.client.post(
+        "/api/ingest/events",
+        json=batch(sidecar, [http_event(1, payload_redacted=payload), http_event(2)]),
+    )
+    assert response.json()["accepted"] == 2
+    sql = "SELECT payload_redacted, matches FROM events WHERE project_id = :p ORDER BY seq"
+    stored = await _raw(accounts, sql, p=sidecar.project_id)
+    if _sqlite(accounts):
+        kinds = "SELECT DISTINCT typeof(payload_redacted), typeof(matches) FROM events"
+        assert await _raw(accounts, kinds) == [("text", "text")]
+        assert stored[0][0] == '{"b":{"a":["ß"],"z":1},"summary":"ünïcode ✓ …"}'
+        assert stored[0][1] == (
+            '[{"kind":"OPENAI_KEY","hash":"' + "a" * 64 + '","preview":"sk-…d9","confidence":0.95}]'
+        )
+    async with accounts.sessionmaker() as session:
+        quota = await session.scalar(select(OrgQuota).where(OrgQuota.org_id == owner.org_id))
+        _, size = await measure(session, Event.org_id == owner.org_id)
+        assert quota is not None and quota.stored_event_bytes == size
+        payloads = [e.payload_redacted for e in await session.scalars(
+            select(Event).where(Event.project_id == sidecar.project_id).order_by(Event.seq))]  # fmt: skip
+        assert payloads[0] == payload
 
 
 @pytest.mark.parametrize("path", ["fast", "general"])

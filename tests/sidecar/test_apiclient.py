@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 
 import pytest
@@ -29,3 +30,16 @@ async def test_untrusted_certificate_and_refused_port_are_api_errors(
         await ApiClient().get(f"https://localhost:{tls_origin[1].port}/", headers={})
     with pytest.raises(ApiError):
         await ApiClient().get(f"http://127.0.0.1:{free_port()}/", headers={})
+
+
+async def test_posts_encoded_json_as_given(origin: tuple[Origin, Served]) -> None:
+    body = b'{"b": 2,  "a": "\xc3\xbc"}'
+    url = f"http://127.0.0.1:{origin[1].port}/echo"
+    response = await ApiClient().request("POST", url, headers={}, content=body)
+    assert response.json() == {
+        "length": len(body),
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "chunked": False,
+    }
+    with pytest.raises(ValueError, match="payload or content"):
+        await ApiClient().request("POST", url, headers={}, payload={"a": 1}, content=body)

@@ -55,6 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cogumi.errors import Forbidden, Unauthenticated
 from cogumi.events.ingest import (
     COLUMNS,
+    SQLITE_INSERT,
     Batch,
     Prepared,
     RunRow,
@@ -608,9 +609,6 @@ class SqliteFastPath:
         yield _SqliteConnection(self, self._connection())
 
 
-_SQLITE_INSERT = (
-    f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"  # noqa: S608 - fixed names
-)
 _SQLITE_RUN_COLUMNS = "id, status, json_extract(config, '$.quota.events_per_run')"
 
 
@@ -717,7 +715,7 @@ class _SqliteConnection:
             if reserved is None:
                 return None
             _number(prepared, target.run_id, int(reserved[0]) - count + 1)
-        db.executemany(_SQLITE_INSERT, prepared.rows)
+        db.executemany(SQLITE_INSERT, prepared.rows)
         counted = db.execute(
             "UPDATE sidecar_tokens SET events_accepted = events_accepted + ?, last_seen_at = ? "
             "WHERE id = ? AND status = 'active'",

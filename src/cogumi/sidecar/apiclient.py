@@ -57,18 +57,30 @@ class ApiClient:
         return self._tls
 
     async def request(
-        self, method: str, url: str, *, headers: dict[str, str], payload: Any = None
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        payload: Any = None,
+        content: bytes | None = None,
     ) -> ApiResponse:
+        """One call; the body is ``payload`` as compact JSON, or ``content`` as given
+        (JSON already encoded)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ApiError(f"bad API URL: {url!r}")
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else 80)
-        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+        if content is not None and payload is not None:
+            raise ValueError("give payload or content, not both")
+        body = content if content is not None else b""
+        if payload is not None:
+            body = json.dumps(payload, separators=(",", ":")).encode()
         head = [f"{method} {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
                 f"Host: {parts.netloc}", "Connection: close", "Accept: application/json",
                 f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
-        if payload is not None:
+        if payload is not None or content is not None:
             head.append("Content-Type: application/json")
         request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
         try:
