@@ -126,7 +126,7 @@ async def test_both_paths_store_identical_rows_and_counters(accounts: Accounts) 
     rows_general = await _raw(accounts, _STORED, project=general.project_id)
     assert [r[0] for r in rows_fast] == [1, 2, 3]
     assert rows_fast == rows_general
-    if _sqlite(accounts):  # JSON handed over as UTF-8 bytes is stored as that text
+    if _sqlite(accounts):  # the JSON columns hold the canonical text
         kinds = "SELECT typeof(payload_redacted), typeof(matches) FROM events WHERE project_id = :p"
         for project in (fast.project_id, general.project_id):
             assert set(await _raw(accounts, kinds, p=project)) == {("text", "text")}
@@ -159,8 +159,8 @@ async def test_both_paths_store_identical_rows_and_counters(accounts: Accounts) 
 async def test_payloads_are_stored_as_their_canonical_text_and_counted_in_characters(
     accounts: Accounts,
 ) -> None:
-    """A batch without floats has its payloads written by msgspec and, on SQLite, handed
-    to the driver as UTF-8: stored as text, sized in characters as retention measures."""
+    """A batch without floats has its payloads written by msgspec: stored as their
+    canonical text, sized in characters as retention measures."""
     owner = await accounts.signup()
     sidecar = await project_with_token(accounts, owner.org_id)
     await running_run(accounts, sidecar)

@@ -189,9 +189,9 @@ def timestamp(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp)
 
 
-def matches_json(matches: list[FastMatch]) -> bytes:
-    """The stored JSON of an event's matches (UTF-8), as pydantic's ``dump_json`` writes it."""
-    return _MATCHES.encode(matches)
+def matches_json(matches: list[FastMatch]) -> str:
+    """The stored JSON of an event's matches, as pydantic's ``dump_json`` writes it."""
+    return _MATCHES.encode(matches).decode()
 
 
 def _padded(text: str | None) -> bool:

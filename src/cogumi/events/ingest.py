@@ -71,14 +71,10 @@ COLUMNS = (
     "matches", "integrity_hash", "error", "sidecar_token_id",
 )  # fmt: skip
 _RUN, _SEQ = COLUMNS.index("run_id"), COLUMNS.index("seq")
-_UTF8_COLUMNS = ("payload_redacted", "matches")
 SQLITE_INSERT = (
-    f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES "  # noqa: S608 - fixed names
-    f"({', '.join('CAST(? AS TEXT)' if c in _UTF8_COLUMNS else '?' for c in COLUMNS)})"
+    f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"  # noqa: S608 - fixed names
 )
-"""Prepared rows into SQLite: the JSON columns come as UTF-8 bytes, which SQLite stores
-as the text they encode (the same text a ``str`` would give, without the driver
-re-encoding a string that was decoded from those very bytes)."""
+"""Prepared rows into SQLite (the fast path, the general path and the bench's baseline)."""
 assert set(COLUMNS) == {c.name for c in _EVENTS.columns}, "events columns changed"
 
 # The canonical form of :func:`cogumi.events.service.canonical_json`, made once;
@@ -304,14 +300,13 @@ def new_ids(count: int) -> list[str]:
 
 def _payload_text(
     payload: dict[str, Any], index: int, fast: bool
-) -> tuple[dict[str, Any], str | None, bytes]:
-    """The payload (bounded) and its canonical JSON as UTF-8, and as text when it was
-    made as text (None when msgspec wrote the bytes: ``fast``, a decoded batch without
-    floats, for which it writes the same bytes)."""
+) -> tuple[dict[str, Any], str, bytes]:
+    """The payload (bounded) and its canonical JSON as text and as UTF-8; ``fast``
+    when msgspec writes the same bytes (a decoded batch without floats)."""
     if fast:
         data = fastparse.canonical_payload(payload)
         if len(data) <= PAYLOAD_LIMIT:
-            return payload, None, data
+            return payload, data.decode(), data
     try:
         text = _CANONICAL.encode(payload)
     except ValueError as exc:  # NaN or Infinity
@@ -339,7 +334,6 @@ class _Rows:
         self.received_at = received_at
         self.batch = batch
         self.fast_json = isinstance(batch, FastBatch) and not fastparse.payload_floats(batch)
-        self.utf8 = dialect.name == "sqlite"
         self.rows: list[list[Any]] = []
         self.sizes: list[int] = []
         self.ids = new_ids(len(batch.events))
@@ -348,13 +342,6 @@ class _Rows:
 
     def add(self, index: int, event: EventIn | FastEvent) -> None:
         payload, text, data = _payload_text(event.payload_redacted, index, self.fast_json)
-        if self.utf8:  # the driver takes the bytes as they are (see SQLITE_INSERT)
-            stored: str | bytearray = bytearray(data)
-            size = len(text) if text is not None else _characters(data)
-        else:
-            stored = text if text is not None else data.decode()
-            size = len(stored)
-        matches = _matches_json(event) if event.matches else b"[]"
         ts = event.ts if isinstance(event, EventIn) else fastparse.timestamp(event.ts)
         ts = ts if ts.tzinfo else ts.replace(tzinfo=self.received_at.tzinfo)
         dest, http = event.destination, event.http
@@ -363,10 +350,10 @@ class _Rows:
             event.channel, event.type, event.actor,
             *(_destination(dest) if dest else (None,) * 5),
             *(_http(http, self.duration) if http else (None,) * 5),
-            stored, bytearray(matches) if self.utf8 else matches.decode(),
+            text, _matches_json(event) if event.matches else "[]",
             hashlib.sha256(data).hexdigest(), event.error, self.sidecar,
         ])  # fmt: skip
-        self.sizes.append(size)
+        self.sizes.append(len(text))
         self.timestamps.append(ts)
         self.payloads.append(payload)
 
@@ -425,15 +412,10 @@ def _watermark(batch: Batch) -> datetime | None:
     return None if batch.watermark is None else fastparse.timestamp(batch.watermark)
 
 
-def _matches_json(event: EventIn | FastEvent) -> bytes:
+def _matches_json(event: EventIn | FastEvent) -> str:
     if isinstance(event, FastEvent):
         return fastparse.matches_json(event.matches)
-    return _MATCHES.dump_json(event.matches)
-
-
-def _characters(data: bytes) -> int:
-    """The length in characters of UTF-8 ``data``."""
-    return len(data) if data.isascii() else len(data.decode())
+    return _MATCHES.dump_json(event.matches).decode()
 
 
 def _destination(dest: Any) -> tuple[Any, ...]:
