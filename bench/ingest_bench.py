@@ -21,7 +21,7 @@ own client (:mod:`cogumi.sidecar.apiclient`, a new connection per batch): on a
 ``client_cpu_ms_per_1k_events`` says how much the senders took.
 
 Usage: python bench/ingest_bench.py [--events N] [--stores postgresql,sqlite]
-[--workers 1,2] [--runs N] [--repeat N].
+[--workers 1,2] [--runs N] [--repeat N] [--client sidecar|httpx].
 
 ``--repeat N`` measures each configuration N times, each on a fresh database
 with its own raw baseline right after, and reports every repetition plus the
@@ -54,6 +54,7 @@ import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ PG_ADMIN = os.environ.get(
 COGUMI = str(Path(sys.executable).parent / "cogumi")
 REDIS = os.environ.get("COGUMI_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 BATCH, SENDERS = 200, 8
+CLIENT = "sidecar"  # --client
 TARGET_RATIO = 0.5
 
 
@@ -185,15 +187,23 @@ async def send_all(
             response = await api.request("POST", url, headers=headers, content=body)
             assert response.status_code == 200, response.text
 
+    async def httpx_sender(api: httpx.AsyncClient, token: str, queue: asyncio.Queue[bytes]) -> None:
+        headers = {"X-Sidecar-Token": token, "Content-Type": "application/json"}
+        while not queue.empty():
+            body = queue.get_nowait()
+            response = await api.post(url, headers=headers, content=body)
+            assert response.status_code == 200, response.text
+
     for project_id, token in targets:
         headers = {"X-Sidecar-Token": token, "Content-Type": "application/json"}
         async with httpx.AsyncClient(base_url=base, headers=headers, trust_env=False) as client:
             await sender_warmup(client, project_id)
-    api = ApiClient(timeout_sec=60)
-    started, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(sender(api, targets[i % len(targets)][1], queues[i % len(targets)])
-                           for i in range(SENDERS)))  # fmt: skip
-    return time.perf_counter() - started, time.process_time() - cpu
+    async with httpx.AsyncClient(timeout=60, trust_env=False) as pool:
+        send = partial(httpx_sender, pool) if CLIENT == "httpx" else partial(sender, ApiClient(timeout_sec=60))  # fmt: skip
+        started, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(send(targets[i % len(targets)][1], queues[i % len(targets)])
+                               for i in range(SENDERS)))  # fmt: skip
+        return time.perf_counter() - started, time.process_time() - cpu
 
 
 async def keep_sending(base: str, project_id: uuid.UUID, token: str, seconds: float) -> int:
@@ -435,11 +445,17 @@ async def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=1, help="projects/runs the senders spread over")
     parser.add_argument("--repeat", type=int, default=1, help="measurements per configuration")
+    parser.add_argument(
+        "--client", choices=("sidecar", "httpx"), default="sidecar",
+        help="the senders' HTTP client: the sidecar's own (default) or httpx (keep-alive)",
+    )  # fmt: skip
     parser.add_argument("--load-against", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument("--project", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=60.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global CLIENT
+    CLIENT = args.client
     if args.load_against:  # background load for bench/sse_bench.py --ingest-load
         sent = await keep_sending(
             args.load_against, uuid.UUID(args.project), args.token, args.seconds

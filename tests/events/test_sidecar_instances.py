@@ -115,6 +115,31 @@ async def test_replica_drops_are_counted_once_each(accounts: Accounts) -> None:
         assert token is not None and token.events_dropped == 2 + 4
 
 
+async def test_the_connection_card_adds_up_the_live_replicas_counters(accounts: Accounts) -> None:
+    owner = await accounts.signup()
+    sidecar = await project_with_token(accounts, owner.org_id)
+    alone = {"sent": 1, "dropped": {"throttled": 2}, "dropped_total": 2, "state": "ok",
+             "started_at": 1000.0}  # fmt: skip
+    await beat(sidecar, "a", dropped={"throttled": 2})
+    assert (await connection(sidecar, accounts))["counters"] == alone
+    await beat(sidecar, "b", dropped={"throttled": 1, "buffer_full": 3}, started_at=900.0)
+    await beat(sidecar, "c", dropped={"buffer_full": 1}, started_at=1100.0)
+    counters = (await connection(sidecar, accounts))["counters"]
+    assert counters == {"sent": 3, "dropped": {"throttled": 3, "buffer_full": 4},
+                        "dropped_total": 7, "state": "ok", "started_at": 900.0}  # fmt: skip
+    # A stopped process no longer counts; with one live process left, its own counters.
+    for instance in ("b", "c"):
+        await beat(sidecar, instance, state="stopped")
+    assert (await connection(sidecar, accounts))["counters"] == alone
+
+
+def test_counters_that_do_not_add_up_keep_the_first_value() -> None:
+    summed = service._summed(
+        [{"n": 1, "x": "a", "m": {"k": 1}, "b": True}, {"n": 2.5, "x": 3, "m": 4, "b": True}]
+    )
+    assert summed == {"n": 3.5, "x": "a", "m": {"k": 1}, "b": True}
+
+
 async def test_senders_without_an_instance_keep_one_row_per_token(accounts: Accounts) -> None:
     owner = await accounts.signup()
     sidecar = await project_with_token(accounts, owner.org_id)

@@ -149,7 +149,10 @@ class ConnectionOut(Output):
     last_event_at: datetime | None
     events_last_minute: int
     sidecar_version: str | None
-    counters: dict[str, Any]
+    counters: dict[str, Any] = Field(
+        description="The live sidecar processes' counters added up (dropped events by "
+        "reason; `started_at` the earliest), or the last heartbeat's when none is live."
+    )
     sidecars_live: int = Field(
         description="Sidecar processes of the project with a heartbeat in the last two "
         "minutes that have not reported stopping (replicas sharing a token count apart)."

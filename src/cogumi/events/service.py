@@ -429,6 +429,33 @@ async def connection_state(session: AsyncSession, *, project: Project) -> dict[s
         "last_event_at": max(last_events, default=None),
         "events_last_minute": int(recent or 0),
         "sidecar_version": latest.sidecar_version if latest else None,
-        "counters": dict(latest.counters) if latest else {},
+        # The live processes' counters added up; with none live, the last one heard.
+        "counters": _summed([s.counters for s in live]) if live
+                    else dict(latest.counters) if latest else {},
         "sidecars_live": len(live),
-    }
+    }  # fmt: skip
+
+
+def _summed(counters: list[dict[str, Any]]) -> dict[str, Any]:
+    """Live sidecar processes' counters added up key by key (a sidecar's counters are
+    totals and rates since it started; a key of dropped events by reason is added up
+    reason by reason), except ``started_at``: the earliest. A key whose values are not
+    all numbers, or not all such maps, keeps the first process's value."""
+    total: dict[str, Any] = {}
+    for key in dict.fromkeys(k for c in counters for k in c):
+        values = [c[key] for c in counters if key in c]
+        if all(_number(v) for v in values):
+            total[key] = min(values) if key == "started_at" else sum(values)
+        elif all(isinstance(v, dict) and all(_number(n) for n in v.values()) for v in values):
+            merged: dict[str, Any] = {}
+            for value in values:
+                for name, n in value.items():
+                    merged[name] = merged.get(name, 0) + n
+            total[key] = merged
+        else:
+            total[key] = values[0]
+    return total
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
