@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import socket
 from collections.abc import AsyncIterator
@@ -17,10 +18,11 @@ def free_port() -> int:
     Picked below the kernel's ephemeral range: a port from that range (what
     binding port 0 gives) can be taken by any outgoing connection between this
     check and the server's own bind, which happened with twenty sidecars and
-    agents starting at once ("Address already in use")."""
-    low = _ephemeral_low()
+    agents starting at once ("Address already in use"). Each pytest-xdist process
+    picks from its own share of the range, so two never pick the same port."""
+    first, last = _share(max(1024, _ephemeral_low() - 16_000), _ephemeral_low() - 1)
     for _ in range(100):
-        port = random.randint(max(1024, low - 16_000), low - 1)
+        port = random.randint(first, last)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -30,6 +32,18 @@ def free_port() -> int:
     with socket.socket() as s:  # everything tried was taken: any free port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _share(first: int, last: int) -> tuple[int, int]:
+    """This test process's slice of the ports ``first..last``: pytest-xdist numbers
+    its processes ``gw0``, ``gw1``... (the whole range without xdist)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    if count <= 1 or index >= count:
+        return first, last
+    size = (last - first + 1) // count
+    return first + index * size, first + (index + 1) * size - 1
 
 
 def _ephemeral_low() -> int:
