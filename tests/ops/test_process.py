@@ -87,9 +87,15 @@ async def test_serve_finishes_requests_and_hands_runs_back_on_sigterm(tmp_path: 
                 client.post(f"/api/projects/{project_id}/validate-agent-endpoint", json={},
                             headers={"X-Request-ID": "graceful-1"})
             )  # fmt: skip
+            first_message = asyncio.Event()
+            streamed = asyncio.ensure_future(_stream_lines(client, run_id, first_message))
+            await asyncio.wait_for(first_message.wait(), timeout=10)
             await asyncio.sleep(0.5)
             process.send_signal(signal.SIGTERM)
             answered = await in_flight
+            # An open live stream is ended cleanly (the client then resumes elsewhere
+            # with Last-Event-ID), not cut off mid-response.
+            lines_seen = await asyncio.wait_for(streamed, timeout=30)
             _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
         finally:
             await client.aclose()
@@ -97,6 +103,8 @@ async def test_serve_finishes_requests_and_hands_runs_back_on_sigterm(tmp_path: 
                 process.kill()
     assert answered.status_code == 200, answered.text
     assert answered.headers["X-Request-ID"] == "graceful-1"
+    assert any(line.startswith("id: ") for line in lines_seen)
+    assert b"without completing response" not in stderr, stderr.decode()[-3000:]
     # uvicorn re-raises the signal once it has shut down cleanly.
     assert process.returncode in (0, -signal.SIGTERM)
     lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
@@ -110,6 +118,19 @@ async def test_serve_finishes_requests_and_hands_runs_back_on_sigterm(tmp_path: 
     assert stored is not None
     assert stored.status.value == "queued" and stored.lease_owner is None
     assert stored.attempts == 0  # handing back does not use up an attempt
+
+
+async def _stream_lines(client: httpx.AsyncClient, run_id: str, first: asyncio.Event) -> list[str]:
+    """The run's live stream, line by line, until the server ends it (an error if
+    the response is cut off)."""
+    lines: list[str] = []
+    async with client.stream("GET", f"/api/runs/{run_id}/stream", timeout=60) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            lines.append(line)
+            if line.startswith("id: "):
+                first.set()
+    return lines
 
 
 async def _admin(database_url: str, tmp_path: Path, *args: str) -> tuple[int, str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request
 from sqlalchemy import select
 from sse_starlette import EventSourceResponse
@@ -39,6 +40,9 @@ router = APIRouter(tags=["ingest"])
 # seq columns are 32-bit integers: a larger number is past every event, and must not
 # reach PostgreSQL (which refuses it as out of range).
 MAX_SEQ = 2**31 - 1
+# A live stream's time to end by itself once the server is told to stop, before
+# sse-starlette cancels it (it ends at once unless a database read is under way).
+SSE_SHUTDOWN_GRACE_SEC = 3.0
 # Mounted without the principal dependency (and its request transaction): the
 # sidecar token is the only credential, and the handler runs its own short
 # transactions (see :func:`ingest_events`).
@@ -260,10 +264,17 @@ async def run_stream(
     """
     await get_in_org(session, Run, run_id, member.org_id, what="run")
     after = min(int(last_event_id), MAX_SEQ) if last_event_id and last_event_id.isdigit() else 0
+    stop = anyio.Event()  # set by sse-starlette when the server shuts down
     messages = stream.sse_messages(
         sessionmaker=request.app.state.sessionmaker,
         bus=request.app.state.live_bus,
         run_id=run_id,
         after=after,
+        stop=stop,
     )
-    return EventSourceResponse(request.app.state.metrics.sse_client(messages), ping=15)
+    return EventSourceResponse(
+        request.app.state.metrics.sse_client(messages),
+        ping=15,
+        shutdown_event=stop,
+        shutdown_grace_period=SSE_SHUTDOWN_GRACE_SEC,
+    )

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import anyio
 from sqlalchemy import event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -99,11 +100,14 @@ async def sse_messages(
     run_id: uuid.UUID,
     after: int,
     poll_sec: float = 15.0,
+    stop: anyio.Event | None = None,
 ) -> AsyncIterator[dict[str, str]]:
-    """SSE items for a run from ``after`` on; ends once the run is over and all is sent."""
-    async with bus.subscribe(run_id) as subscription:
+    """SSE items for a run from ``after`` on; ends once the run is over and all is sent,
+    or when ``stop`` is set (the server is shutting down: the stream ends cleanly and
+    the client resumes elsewhere with ``Last-Event-ID``)."""
+    async with bus.subscribe(run_id) as subscription, _waking(subscription, stop):
         read = True  # the table first: the backlog, and whether the run is over
-        while True:
+        while stop is None or not stop.is_set():
             subscription.clear()  # before reading, so a notify meanwhile is not lost
             if read:
                 messages, status = await read_after(sessionmaker, run_id=run_id, after=after)
@@ -123,6 +127,24 @@ async def sse_messages(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(subscription.wait(), timeout=poll_sec)
             read = not subscription.messages  # woken without messages, or the slow timer
+
+
+@contextlib.asynccontextmanager
+async def _waking(subscription: Subscription, stop: anyio.Event | None) -> AsyncIterator[None]:
+    """While open, ``stop`` being set also wakes ``subscription``'s waiter."""
+    if stop is None:
+        yield
+        return
+
+    async def wake() -> None:
+        await stop.wait()
+        subscription.set()
+
+    waker = spawn(wake(), name="sse-stop")
+    try:
+        yield
+    finally:
+        waker.cancel()
 
 
 def _carried(subscription: Subscription, after: int) -> tuple[list[LiveMessage], bool]:
