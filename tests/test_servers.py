@@ -9,6 +9,8 @@ from tests import servers
 
 
 def test_each_test_process_picks_from_its_own_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
     assert servers._share(16_000, 31_999) == (16_000, 31_999)  # without xdist: all of it
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
     low = servers._ephemeral_low()

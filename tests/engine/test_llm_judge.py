@@ -131,7 +131,9 @@ async def test_client_asks_once_with_model_key_and_delimited_reply() -> None:
 )
 async def test_client_failures_have_readable_reasons(fake: FakeJudge, reason: str) -> None:
     async with serve_app(fake) as url:
-        client = judge(url, timeout=0.3)
+        # Only the slow judge gets a short timeout (a busy machine can take longer than
+        # 0.3 s to answer at all).
+        client = judge(url, timeout=0.3 if fake.delay_sec else 5.0)
         with pytest.raises(JudgeUnavailable, match=reason) as caught:
             await client.opinion(UNCERTAIN)
         await client.aclose()
