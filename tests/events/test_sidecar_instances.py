@@ -262,11 +262,23 @@ async def test_two_real_sidecars_on_one_token(app: Any, accounts: Accounts) -> N
             stopped = rows[one.shipper.instance_id]
             assert stopped.counters.get("state") == "stopped" and stopped.stopped_at is not None
             assert (await connection(fixture, accounts))["sidecars_live"] == 1
+            # The project's watermark follows the live sidecar past the stopped one's
+            # (read between two reads of the live one's: it goes on shipping meanwhile).
+            frozen = stopped.watermark
+            assert frozen is not None
+
+            async def live_mark() -> datetime:
+                mark = (await statuses(accounts, fixture))[two.shipper.instance_id].watermark
+                assert mark is not None
+                return mark
+
+            async with asyncio.timeout(10):
+                while await live_mark() <= frozen:
+                    await asyncio.sleep(0.05)
+            before = await live_mark()
             mark_now = await project_watermark(accounts, fixture.project_id)
-            assert mark_now is not None
-            assert (
-                mark_now == (await statuses(accounts, fixture))[two.shipper.instance_id].watermark
-            )
+            after = await live_mark()
+            assert mark_now is not None and frozen < before <= mark_now <= after
         finally:
             await two.stop()
     assert uuid.UUID(hex=one.shipper.instance_id)  # 32 hex digits: within the 64 allowed
