@@ -16,7 +16,10 @@ _running: set[asyncio.Task[Any]] = set()
 
 
 def spawn(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
-    task = asyncio.create_task(coro, name=name)  # noqa: TID251 - the one allowed place
+    if name is None:  # without the name-setting step: the sidecar spawns one per tunnel
+        task = asyncio.get_running_loop().create_task(coro)
+    else:
+        task = asyncio.create_task(coro, name=name)  # noqa: TID251 - the one allowed place
     _running.add(task)
     task.add_done_callback(_running.discard)
     return task

@@ -463,3 +463,57 @@ async def test_tunnel_whose_upstream_closes_first_then_the_client(
         events = await recorder.wait_events(50)
     assert len(events) == 50
     assert all(e["error"] is None and e["http"]["bytes_in"] > 0 for e in events)
+
+
+async def test_every_way_a_connect_head_arrives_gives_the_same_tunnel(
+    make_sidecar: SidecarFactory, ingest: tuple[Ingest, Served]
+) -> None:
+    """Plain heads take the parser's fast path; a head in pieces, one with a framing
+    header, and one after a keep-alive request on the same connection go through
+    llhttp or the fast path after it. Each tunnels and records alike."""
+    recorder, _ = ingest
+
+    async def origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = await reader.readline()
+        if first.startswith(b"GET "):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(ok(b"plain"))
+            await writer.drain()
+            await reader.read()
+            return
+        writer.write(first.upper())  # a tunnel: echo its first line, upper-cased
+        await writer.drain()
+
+    async with scripted_origin(origin) as (port, _), make_sidecar() as sidecar:
+        head = f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode()
+
+        async def tunnel(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *parts: bytes
+        ) -> None:
+            for part in parts:
+                writer.write(part)
+                await writer.drain()
+                await asyncio.sleep(0.02)
+            assert (await read_head(reader))[0] == "HTTP/1.1 200 Connection Established"
+            writer.write(b"hello tunnel\n")
+            assert await reader.readline() == b"HELLO TUNNEL\n"
+            writer.close()
+
+        await tunnel(*await connect(sidecar), head + b"\r\n")
+        await tunnel(*await connect(sidecar), head[:20], head[20:] + b"\r\n")
+        await tunnel(*await connect(sidecar), head + b"Content-Length: 0\r\n\r\n")
+        reader, writer = await connect(sidecar)
+        writer.write(f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert (await read_response(reader))[2] == b"plain"
+        await tunnel(reader, writer, head + b"\r\n")
+        events = await recorder.wait_events(5)
+    tunnels = [e for e in events if e["http"]["method"] == "CONNECT"]
+    assert len(tunnels) == 4
+    for event in tunnels:
+        assert event["destination"]["host"] == "127.0.0.1"
+        assert event["destination"]["port"] == port
+        assert (event["http"]["status_code"], event["http"]["bytes_out"]) == (200, 13)
+        assert event["payload_redacted"]["headers_redacted"]["request"][0] == [
+            "Host",
+            f"127.0.0.1:{port}",
+        ]

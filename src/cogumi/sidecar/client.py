@@ -1,6 +1,8 @@
 """One client connection of the proxy: parses its requests with httptools and
 runs one job at a time (:mod:`jobs`, :mod:`forward`, :mod:`tunnel`); requests
-pipelined behind it wait, in order, with reading paused."""
+pipelined behind it wait, in order, with reading paused. A plain ``CONNECT``
+head, how every HTTPS connection through the proxy starts, is read without
+llhttp (:func:`~cogumi.sidecar.http1.parse_connect_head`)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from cogumi.sidecar.core import (
     render_head,
 )
 from cogumi.sidecar.forward import Forward
-from cogumi.sidecar.http1 import MAX_HEAD_BYTES, NOTED, Head, MessageError
+from cogumi.sidecar.http1 import MAX_HEAD_BYTES, NOTED, Head, MessageError, parse_connect_head
 from cogumi.sidecar.jobs import CONTINUE, Job, Local, SinkAnswer, simple_response
 from cogumi.sidecar.tunnel import Tunnel
 from cogumi.sidecar.upstream import WRITE_HIGH
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("cogumi.sidecar")
 
 SINK_PREVIEW_LIMIT: Final = 32 * 1024
+
+_NO_HEAD: Final = Head()
 
 # What the request parser produces, in order; queued while an exchange is still answering.
 HEAD, BODY, END, RAW, BAD = range(5)
@@ -50,6 +54,7 @@ class ClientConn(asyncio.Protocol):
         "_draining",
         "_head",
         "_head_bytes",
+        "_in_message",
         "_url",
         "client_eof",
         "closed",
@@ -68,7 +73,7 @@ class ClientConn(asyncio.Protocol):
     def __init__(self, server: ProxyServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | None = None  # made when first needed
         self.job: Job | None = None
         self.tunnel: Tunnel | None = None
         self.pending: deque[tuple[int, Any]] = deque()
@@ -80,8 +85,9 @@ class ClientConn(asyncio.Protocol):
         self.write_full = False
         self._draining = False
         self._url = b""
-        self._head = Head()
+        self._head = _NO_HEAD  # each request's own is made in on_message_begin
         self._head_bytes = 0
+        self._in_message = False  # the parser is inside a request
 
     # --- transport events ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -92,7 +98,7 @@ class ClientConn(asyncio.Protocol):
         if self.server.closing:
             self.close()
             return
-        self.set_deadline(self.server.idle_span)
+        self.deadline = self.server.now + self.server.idle_span
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None and self.upgraded and not self.pending:
@@ -101,8 +107,20 @@ class ClientConn(asyncio.Protocol):
         if self.upgraded:
             self._item(RAW, data)
             return
+        if (
+            data[:8] == b"CONNECT "
+            and not self._in_message
+            and self.job is None
+            and not self.pending
+            and not self.closed
+            and self._connect(data)
+        ):
+            return
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = httptools.HttpRequestParser(self)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self.upgraded = True  # CONNECT (or a refused upgrade): the rest is not HTTP
             rest = data[exc.args[0] :]
@@ -209,6 +227,24 @@ class ClientConn(asyncio.Protocol):
             self.job.on_deadline()
 
     # --- requests -------------------------------------------------------------------------------
+    def _connect(self, data: bytes) -> bool:
+        """A plain CONNECT head, without llhttp (see :func:`parse_connect_head`). Taken?"""
+        parsed = parse_connect_head(data)
+        if parsed is None:
+            return False
+        head, end = parsed
+        self.upgraded = True
+        try:
+            self._start(head)
+        except Exception:
+            log.exception("sidecar connection failed")
+            self._crash()
+            return True
+        if end < len(data):
+            self._item(RAW, data[end:])
+        self._after()
+        return True
+
     def _item(self, kind: int, value: Any) -> None:
         if self.closed:
             return
@@ -334,6 +370,7 @@ class ClientConn(asyncio.Protocol):
 
     # --- httptools callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._in_message = True
         self._url = b""
         self._head = Head()
         self._head_bytes = 0
@@ -356,6 +393,7 @@ class ClientConn(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser, head = self.parser, self._head
+        assert parser is not None
         head.method = parser.get_method().decode("ascii", "replace")
         head.url = self._url.decode("latin-1")
         head.version = parser.get_http_version()
@@ -374,6 +412,7 @@ class ClientConn(asyncio.Protocol):
             self._item(BODY, body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         job = self.job
         if job is not None and not job.request_done and not self.pending:
             job.on_end()

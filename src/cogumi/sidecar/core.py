@@ -111,17 +111,13 @@ class Policy:
     sensitive_paths: tuple[str, ...] = ()
 
     def is_sink(self, host: str) -> bool:
-        return _is_sink(host, self.rules)
+        return _classify(host, self.rules) is DestinationClass.attacker_sink
 
 
 @lru_cache(maxsize=4096)
 def _classify(host: str, rules: DestinationRules) -> DestinationClass:
     """Asked on every request before any byte goes out, so cached per host."""
     return classify(host, rules)
-
-
-def _is_sink(host: str, rules: DestinationRules) -> bool:
-    return _classify(host, rules) is DestinationClass.attacker_sink
 
 
 # --- request line and headers -------------------------------------------------

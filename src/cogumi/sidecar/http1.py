@@ -10,6 +10,7 @@ on each side of the hop.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
@@ -76,6 +77,41 @@ class Head:
 
 
 Item = tuple[int, Head | bytes | None]
+
+# A CONNECT head in its plainest form (authority-form target, HTTP/1.0 or 1.1, CRLF
+# line ends, token header names, no obs-fold): what proxy clients send. Anything
+# else, and any head with a body-framing header, is left to llhttp.
+_CONNECT_HEAD: Final = re.compile(
+    rb"CONNECT ([A-Za-z0-9._\[\]:-]+) HTTP/1\.([01])\r\n"
+    rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
+)
+_HEADER_LINE: Final = re.compile(
+    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\t\x20-\x7e\x80-\xff]*)\r\n"
+)
+_FRAMING: Final = (b"content-length", b"transfer-encoding")
+
+
+def parse_connect_head(data: bytes) -> tuple[Head, int] | None:
+    """The head of a plain ``CONNECT`` at the start of ``data`` and where it ends, or
+    None when ``data`` is anything else (then llhttp parses it, and decides).
+
+    Proxy clients open every HTTPS connection with such a head, and llhttp answers
+    each with an upgrade exception and its traceback; this accepts only heads that
+    llhttp parses the same way (``tests/sidecar/test_http1.py`` holds it to that)."""
+    match = _CONNECT_HEAD.match(data)
+    if match is None or match.end() > MAX_HEAD_BYTES:
+        return None
+    head = Head(method="CONNECT", url=match[1].decode("latin-1"), version="1." + chr(match[2][0]))
+    headers = head.headers
+    for name, value in _HEADER_LINE.findall(match[3]):
+        low = name.lower()
+        if low in NOTED:
+            if low in _FRAMING:
+                return None
+            head.note(low, value)
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    head.upgrade = True
+    return head, match.end()
 
 
 class MessageReader:

@@ -24,6 +24,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Final
 
 from cogumi.sidecar.client import ClientConn
@@ -38,6 +39,10 @@ DEFER_ACCEPT_SEC: Final = 2
 
 Emit = Callable[[Exchange, Policy], None]
 Opened = Callable[[Exchange], None]
+
+
+def _unwatched(_ex: Exchange) -> None:
+    """No watermark to hold: nobody is told when an exchange starts."""
 
 
 class ProxyServer:
@@ -56,7 +61,7 @@ class ProxyServer:
         self.emit = emit
         # Told when an exchange starts (its ``emit`` always follows), so the
         # shipper's watermark can wait for exchanges still in flight.
-        self.opened = opened
+        self.exchange_opened: Opened = opened if opened is not None else _unwatched
         self.pool = UpstreamPool()
         self.resolver = Resolver(options.dns_cache_sec)
         self.server: asyncio.base_events.Server | None = None
@@ -88,7 +93,7 @@ class ProxyServer:
         self.now = self._loop.time()
         host, port = self.options.listen_address
         self.server = await self._loop.create_server(
-            lambda: ClientConn(self), host, port, reuse_address=True, backlog=1024
+            partial(ClientConn, self), host, port, reuse_address=True, backlog=1024
         )
         if hasattr(socket, "TCP_DEFER_ACCEPT"):
             # Clients speak first: wake us when the request is there, not at the handshake.
@@ -97,10 +102,6 @@ class ProxyServer:
         self._ticker = self._loop.call_later(self._tick, self._on_tick)
         sockname = self.server.sockets[0].getsockname()
         return sockname[0], sockname[1]
-
-    def exchange_opened(self, ex: Exchange) -> None:
-        if self.opened is not None:
-            self.opened(ex)
 
     def record(self, ex: Exchange, policy: Policy) -> None:
         ex.finish()

@@ -98,6 +98,7 @@ class Shipper:
 
     def __init__(self, options: SidecarOptions, client: ApiClient | None = None) -> None:
         self.options = options
+        self._ships = options.ships
         self.client = client or ApiClient()
         self.counters = Counters()
         self.throttle = Throttle(options.throttle_per_window, options.throttle_window_sec)
@@ -127,31 +128,29 @@ class Shipper:
     def submit(
         self, exchange: Exchange, policy: Policy, build: BuildEvent = exchange_event
     ) -> None:
-        """Queue the event of a finished exchange (and release its hold on the watermark)."""
+        """Queue the event of a finished exchange (and release its hold on the watermark).
+
+        Throttle first, then build the event: detection and redaction are the
+        costly part, and an exchange the throttle drops is never shipped anyway."""
         try:
-            self._submit(exchange, policy, build)
+            now = time.time()
+            self.counters.seen(now)
+            if not self._ships:
+                event = build(exchange, policy)
+                event_log.info("%s", json.dumps(event, separators=(",", ":")))
+                return
+            admitted, first_drop = self.throttle.admit(now)
+            if not admitted:
+                self.counters.dropped["throttled"] += 1
+                if first_drop:
+                    self._enqueue(self._throttle_event(), now)
+                return
+            if self.stopped_reason or self.queued >= self.options.buffer_max_events:
+                self._enqueue({}, now)  # counted under its reason, no need to build it
+                return
+            self._enqueue(build(exchange, policy), exchange.ts)
         finally:
             self.open_exchanges.pop(id(exchange), None)
-
-    def _submit(self, exchange: Exchange, policy: Policy, build: BuildEvent) -> None:
-        """Throttle first, then build the event: detection and redaction are the
-        costly part, and an exchange the throttle drops is never shipped anyway."""
-        now = time.time()
-        self.counters.seen(now)
-        if not self.options.ships:
-            event = build(exchange, policy)
-            event_log.info("%s", json.dumps(event, separators=(",", ":")))
-            return
-        admitted, first_drop = self.throttle.admit(now)
-        if not admitted:
-            self.counters.dropped["throttled"] += 1
-            if first_drop:
-                self._enqueue(self._throttle_event(), now)
-            return
-        if self.stopped_reason or self.queued >= self.options.buffer_max_events:
-            self._enqueue({}, now)  # counted under its reason, no need to build it
-            return
-        self._enqueue(build(exchange, policy), exchange.ts)
 
     def _throttle_event(self) -> dict[str, Any]:
         limit, window = self.throttle.limit, self.throttle.window_sec

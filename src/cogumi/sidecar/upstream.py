@@ -69,14 +69,21 @@ class Resolver:
         self.cache: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
         self.lookups = 0
 
-    async def resolve(self, host: str, port: int) -> list[tuple[str, int]]:
+    def known(self, host: str, port: int) -> list[tuple[str, int]] | None:
+        """The addresses without a lookup (an IP literal, or a fresh cached answer), or None."""
         if _is_ip(host):
             return [(host, port)]
+        hit = self.cache.get((host, port))
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
+    async def resolve(self, host: str, port: int) -> list[tuple[str, int]]:
+        known = self.known(host, port)
+        if known is not None:
+            return known
         key = (host, port)
         now = time.monotonic()
-        hit = self.cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
         self.lookups += 1
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         addresses = list(dict.fromkeys((str(info[4][0]), port) for info in infos))
@@ -105,10 +112,12 @@ async def connect(
 
     The caller bounds the time: the proxy's deadline sweep cancels the task."""
     loop = asyncio.get_running_loop()
-    try:
-        addresses = await resolver.resolve(host, port)
-    except OSError as exc:
-        raise UpstreamError.from_os(exc) from exc
+    addresses = resolver.known(host, port)  # most often: no await, no lookup
+    if addresses is None:
+        try:
+            addresses = await resolver.resolve(host, port)
+        except OSError as exc:
+            raise UpstreamError.from_os(exc) from exc
     failure: OSError | None = None
     for address, address_port in addresses:
         try:
