@@ -242,8 +242,7 @@ class ClientConn(asyncio.Protocol):
             return True
         if end < len(data):
             self._item(RAW, data[end:])
-        self._after()
-        return True
+        return True  # (no _after(): a tunnel sends the client's bytes on as they come)
 
     def _item(self, kind: int, value: Any) -> None:
         if self.closed:

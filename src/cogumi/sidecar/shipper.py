@@ -60,7 +60,7 @@ class Counters:
             self._per_second[-1][1] += 1
         else:
             self._per_second.append([second, 1])
-        self._trim(second)
+            self._trim(second)  # a new second: the oldest may have left the minute
 
     def _trim(self, second: int) -> None:
         while self._per_second and self._per_second[0][0] <= second - 60:

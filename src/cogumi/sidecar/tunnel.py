@@ -25,34 +25,10 @@ ESTABLISHED: Final = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 WAIT_MAX: Final = 256 * 1024
 
 
-class TunnelUpstream(asyncio.Protocol):
-    __slots__ = ("transport", "tunnel")
+class Tunnel(Job, asyncio.Protocol):
+    """The job of a CONNECT, and the protocol of its upstream connection: the
+    ``asyncio.Protocol`` methods below are the upstream's events."""
 
-    def __init__(self, tunnel: Tunnel) -> None:
-        self.tunnel = tunnel
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(high=WRITE_HIGH)
-
-    def data_received(self, data: bytes) -> None:
-        self.tunnel.from_upstream(data)
-
-    def eof_received(self) -> bool:
-        return self.tunnel.upstream_eof()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.tunnel.upstream_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.tunnel.conn.pause_reading(self.tunnel.conn.UPSTREAM_FULL)
-
-    def resume_writing(self) -> None:
-        self.tunnel.conn.resume_reading(self.tunnel.conn.UPSTREAM_FULL)
-
-
-class Tunnel(Job):
     __slots__ = (
         "client_eof",
         "connect_expired",
@@ -67,7 +43,7 @@ class Tunnel(Job):
 
     def __init__(self, conn: ClientConn, ex: Exchange, policy: Policy) -> None:
         super().__init__(conn, ex, policy)
-        self.up: TunnelUpstream | None = None
+        self.up: asyncio.Transport | None = None  # the upstream, once the tunnel is open
         self.connecting: asyncio.Task[None] | None = None
         self.connect_expired = False
         self.waiting: list[bytes] = []
@@ -88,9 +64,8 @@ class Tunnel(Job):
         self.connecting = spawn(self._open())
 
     async def _open(self) -> None:
-        up = TunnelUpstream(self)
         try:
-            transport = await connect(self.ex.host, self.ex.port, up, self.conn.server.resolver)
+            transport = await connect(self.ex.host, self.ex.port, self, self.conn.server.resolver)
         except UpstreamError as exc:
             self.connecting = None
             self._fail(exc)
@@ -104,7 +79,7 @@ class Tunnel(Job):
         if self.done:
             transport.close()
             return
-        self.up = up
+        self.up = transport
         self.ex.status_code = 200
         self.conn.set_deadline(None)
         self.conn.write(ESTABLISHED)
@@ -127,30 +102,54 @@ class Tunnel(Job):
         self.conn.write(simple_response(exc.status, reason, body, close=True))
         self.finish(keep=False)
 
-    # --- bytes each way -------------------------------------------------------------------
+    # --- the upstream's events ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).set_write_buffer_limits(high=WRITE_HIGH)
+
+    def data_received(self, data: bytes) -> None:
+        self.ex.bytes_in += len(data)
+        self.conn.write(data)
+
+    def eof_received(self) -> bool:
+        self.upstream_eof_seen = True
+        if self.client_eof:
+            self._close_both()
+            return False
+        self.conn.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and self.ex.error is None:
+            self.ex.error, self.ex.error_detail = "upstream_reset", str(exc)
+        self.up = None
+        self.finish(keep=False)
+
+    def pause_writing(self) -> None:
+        self.conn.pause_reading(self.conn.UPSTREAM_FULL)
+
+    def resume_writing(self) -> None:
+        self.conn.resume_reading(self.conn.UPSTREAM_FULL)
+
+    # --- bytes from the client ------------------------------------------------------------
     def from_client(self, data: bytes) -> None:
         self.ex.bytes_out += len(data)
         up = self.up
-        if up is not None and up.transport is not None:
-            up.transport.write(data)
+        if up is not None:
+            up.write(data)
             return
         self.waiting.append(data)
         self.waiting_size += len(data)
         if self.waiting_size > WAIT_MAX:
             self.conn.pause_reading(self.conn.WAITING)
 
-    def from_upstream(self, data: bytes) -> None:
-        self.ex.bytes_in += len(data)
-        self.conn.write(data)
-
     def client_full(self, full: bool) -> None:
         up = self.up
-        if up is None or up.transport is None or up.transport.is_closing():
+        if up is None or up.is_closing():
             return
         if full:
-            up.transport.pause_reading()
+            up.pause_reading()
         else:
-            up.transport.resume_reading()
+            up.resume_reading()
 
     # --- ends ---------------------------------------------------------------------------------
     def on_client_eof(self) -> bool:
@@ -160,23 +159,9 @@ class Tunnel(Job):
             self._close_both()
             return False
         up = self.up
-        if up is not None and up.transport is not None and up.transport.can_write_eof():
-            up.transport.write_eof()
+        if up is not None and up.can_write_eof():
+            up.write_eof()
         return self.up is not None or self.connecting is not None
-
-    def upstream_eof(self) -> bool:
-        self.upstream_eof_seen = True
-        if self.client_eof:
-            self._close_both()
-            return False
-        self.conn.write_eof()
-        return True
-
-    def upstream_lost(self, exc: Exception | None) -> None:
-        if exc is not None and self.ex.error is None:
-            self.ex.error, self.ex.error_detail = "upstream_reset", str(exc)
-        self.up = None
-        self.finish(keep=False)
 
     def client_lost(self, exc: Exception | None) -> None:
         if exc is not None and self.ex.error is None:
@@ -186,8 +171,8 @@ class Tunnel(Job):
 
     def _close_both(self) -> None:
         up, self.up = self.up, None
-        if up is not None and up.transport is not None:
-            up.transport.close()
+        if up is not None:
+            up.close()
         self.finish(keep=False)
 
     def on_deadline(self) -> None:
@@ -201,5 +186,5 @@ class Tunnel(Job):
             self.connecting.cancel()
             self.connecting = None
         up, self.up = self.up, None
-        if up is not None and up.transport is not None:
-            up.transport.abort()  # a tunnel is never reused; what is unsent is moot
+        if up is not None:
+            up.abort()  # a tunnel is never reused; what is unsent is moot
