@@ -161,18 +161,21 @@ def _capture(client: Any) -> bytes:
             server = await asyncio.start_server(on, "127.0.0.1", 0)
             port.append(server.sockets[0].getsockname()[1])
             ready.set()
-            while not got:
+            for _ in range(1000):  # at most 10 s
+                if got:
+                    break
                 await asyncio.sleep(0.01)
             server.close()
 
         asyncio.run(main())
 
-    thread = threading.Thread(target=serve)
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     ready.wait(10)
     with contextlib.suppress(Exception):  # the server hangs up on purpose
         client(port[0])
-    thread.join(10)
+    thread.join(15)
+    assert got, "the client sent nothing"
     return got[0]
 
 
