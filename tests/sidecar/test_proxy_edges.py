@@ -489,7 +489,8 @@ async def test_every_way_a_connect_head_arrives_gives_the_same_tunnel(
 
         async def tunnel(
             reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *parts: bytes
-        ) -> None:
+        ) -> bool:
+            """Tunnel through; did llhttp read this connection's head?"""
             for part in parts:
                 writer.write(part)
                 await writer.drain()
@@ -497,15 +498,19 @@ async def test_every_way_a_connect_head_arrives_gives_the_same_tunnel(
             assert (await read_head(reader))[0] == "HTTP/1.1 200 Connection Established"
             writer.write(b"hello tunnel\n")
             assert await reader.readline() == b"HELLO TUNNEL\n"
+            me = writer.get_extra_info("sockname")
+            [conn] = [c for c in sidecar.proxy.conns
+                      if c.transport and c.transport.get_extra_info("peername") == me]  # fmt: skip
             writer.close()
+            return conn.parser is not None
 
-        await tunnel(*await connect(sidecar), head + b"\r\n")
-        await tunnel(*await connect(sidecar), head[:20], head[20:] + b"\r\n")
-        await tunnel(*await connect(sidecar), head + b"Content-Length: 0\r\n\r\n")
+        assert not await tunnel(*await connect(sidecar), head + b"\r\n")
+        assert await tunnel(*await connect(sidecar), head[:20], head[20:] + b"\r\n")
+        assert await tunnel(*await connect(sidecar), head + b"Content-Length: 0\r\n\r\n")
         reader, writer = await connect(sidecar)
         writer.write(f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         assert (await read_response(reader))[2] == b"plain"
-        await tunnel(reader, writer, head + b"\r\n")
+        assert await tunnel(reader, writer, head + b"\r\n")  # (its parser read the GET)
         events = await recorder.wait_events(5)
     tunnels = [e for e in events if e["http"]["method"] == "CONNECT"]
     assert len(tunnels) == 4
