@@ -7,9 +7,13 @@ import contextlib
 import os
 import random
 import socket
+from collections import deque
 from collections.abc import AsyncIterator
 
 import uvicorn
+
+_RECENT = 2_000
+_handed_out: deque[int] = deque(maxlen=_RECENT)
 
 
 def free_port() -> int:
@@ -19,15 +23,22 @@ def free_port() -> int:
     binding port 0 gives) can be taken by any outgoing connection between this
     check and the server's own bind, which happened with twenty sidecars and
     agents starting at once ("Address already in use"). Each pytest-xdist process
-    picks from its own share of the range, so two never pick the same port."""
+    picks from its own share of the range, so two never pick the same port; and
+    none of the last 2,000 ports handed out here is handed out again, since a
+    port picked but not yet bound by its server passes the free check (a cluster
+    of forty servers drew the same port twice)."""
     first, last = _share(max(1024, _ephemeral_low() - 16_000), _ephemeral_low() - 1)
+    recent = set(_handed_out)
     for _ in range(100):
         port = random.randint(first, last)
+        if port in recent:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _handed_out.append(port)
             return port
     with socket.socket() as s:  # everything tried was taken: any free port
         s.bind(("127.0.0.1", 0))

@@ -28,3 +28,9 @@ def test_each_test_process_picks_from_its_own_share(monkeypatch: pytest.MonkeyPa
 def test_ports_are_below_the_ephemeral_range() -> None:
     low = servers._ephemeral_low()
     assert all(servers.free_port() < low for _ in range(50))
+
+
+def test_a_port_is_not_handed_out_twice_before_its_server_binds_it() -> None:
+    """Forty servers of one cluster pick their ports before any of them binds one."""
+    ports = [servers.free_port() for _ in range(1_000)]
+    assert len(set(ports)) == len(ports)
