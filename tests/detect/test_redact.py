@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cogumi.detect import mint_canaries, redact_headers, redact_text
+from cogumi.detect import find_secrets, mint_canaries, redact_headers, redact_text
 from cogumi.detect.redact import DEFAULT_LIMIT
 
 KEYS = [
@@ -93,3 +93,13 @@ def test_canary_in_a_header_is_reported() -> None:
     redacted, matches = redact_headers([("Authorization", f"Bearer {canary}")], canaries=[canary])
     assert redacted[0][1].startswith("Bearer [REDACTED:CANARY:eyJ…")
     assert [(m.kind, m.confidence) for m in matches] == [("CANARY", 1.0)]
+
+
+def test_credential_headers_report_what_find_secrets_finds_in_their_value() -> None:
+    """A credential header is scanned once for both its mask and its matches; the
+    matches are still exactly find_secrets of the (stripped) value."""
+    values = [f" Bearer {KEYS[0]} ", f"session={KEYS[1]}; x=1", "Basic dXNlcjpwYXNz", "plain"]
+    for name in ("Authorization", "Cookie", "X-Api-Key", "X-Session-Id"):
+        for value in values:
+            _, matches = redact_headers([(name, value)])
+            assert matches == find_secrets(value.strip()), (name, value)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Collection, Iterable
 
 from cogumi.detect.match import SecretMatch
-from cogumi.detect.secrets import find_secrets, priority, scan_all, select
+from cogumi.detect.secrets import priority, scan_all, select
 
 DEFAULT_LIMIT = 65536
 SCAN_MARGIN = 4096
@@ -85,18 +85,22 @@ def _opaque(value: str, found: list[SecretMatch], offset: int = 0) -> str:
     return "[REDACTED:HEADER]"
 
 
-def _redact_sensitive(name: str, value: str, canaries: Collection[str]) -> str:
-    """Authorization keeps its scheme (``Bearer [REDACTED:JWT:eyJ…x1]``), cookies their names."""
+def _redact_sensitive(
+    name: str, value: str, canaries: Collection[str]
+) -> tuple[str, list[SecretMatch]]:
+    """Authorization keeps its scheme (``Bearer [REDACTED:JWT:eyJ…x1]``), cookies their names.
+    Returns the masked value and every hit in it."""
     value = value.strip()
     low = name.strip().lower()
     found = scan_all(value, canaries=canaries)
     if low in {"authorization", "proxy-authorization"}:
         parts = _AUTH_SCHEME.match(value)
         if parts is not None:
-            return f"{parts.group('scheme')} {_opaque(value, found, parts.start('rest'))}"
+            return f"{parts.group('scheme')} {_opaque(value, found, parts.start('rest'))}", found
     if low in {"cookie", "set-cookie"}:
-        return _COOKIE_PAIR.sub(lambda m: f"{m.group('name')}=[REDACTED:HEADER]", value)
-    return _opaque(value, found)
+        masked = _COOKIE_PAIR.sub(lambda m: f"{m.group('name')}=[REDACTED:HEADER]", value)
+        return masked, found
+    return _opaque(value, found), found
 
 
 def redact_headers(
@@ -111,8 +115,8 @@ def redact_headers(
     matches: list[SecretMatch] = []
     for name, value in headers:
         if is_sensitive_header(name):
-            masked = _redact_sensitive(name, value, canaries)
-            found = find_secrets(value.strip(), canaries=canaries)
+            masked, everything = _redact_sensitive(name, value, canaries)
+            found = select(everything)  # find_secrets of the same text, without a second scan
         else:
             masked, found = redact_text(value, canaries=canaries)
         out.append((name, masked))

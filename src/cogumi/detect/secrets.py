@@ -43,6 +43,19 @@ def _automaton() -> ahocorasick.Automaton:
 _ANCHORS = _automaton()
 
 
+def _rules_by_anchor() -> dict[str, tuple[int, ...]]:
+    """For each anchor, the indexes in :data:`RULES` of the rules it can start: a scan
+    visits only the rules whose anchors it met (asking every rule cost ~0.5 µs each)."""
+    rules_of: dict[str, tuple[int, ...]] = {}
+    for index, rule in enumerate(RULES):
+        for anchor in rule.anchors:
+            rules_of[anchor] = (*rules_of.get(anchor, ()), index)
+    return rules_of
+
+
+_RULES_OF = _rules_by_anchor()
+
+
 def _anchor_occurrences(low: str) -> dict[str, list[int]]:
     """Start positions of every anchor occurrence (overlaps included), in text order."""
     found: dict[str, list[int]] = {}
@@ -125,10 +138,10 @@ def scan_all(text: str, *, canaries: Collection[str] = ()) -> list[SecretMatch]:
     hits: list[SecretMatch] = list(find_canaries(text, canaries))
     found = _anchor_occurrences(low)
     if found:
-        for rule in RULES:
-            positions = _anchor_positions(found, rule.anchors)
-            if positions:
-                hits.extend(_rule_hits(rule, text, positions))
+        indexes = {i for anchor in found for i in _RULES_OF[anchor]}
+        for index in sorted(indexes):  # in RULES order, as before the index existed
+            rule = RULES[index]
+            hits.extend(_rule_hits(rule, text, _anchor_positions(found, rule.anchors)))
     hits.extend(_structural_hits(text))
     return hits
 
