@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cogumi.detect import find_secrets, mint_canaries, redact_headers, redact_text
 from cogumi.detect.redact import DEFAULT_LIMIT
+from cogumi.detect.secrets import scan_all
+from tests.datasets import dataset
+
+NOSEY_PARKER = "noseyparker-secret-examples"
 
 KEYS = [
     "sk-proj-Xq3vT9bLm2Pz8Rk4Wn7Yc1Hd6Jf0Gs5Qa2Ue8Io4Ly9Tb3Nc7Mx1Vz",
@@ -103,3 +109,39 @@ def test_credential_headers_report_what_find_secrets_finds_in_their_value() -> N
         for value in values:
             _, matches = redact_headers([(name, value)])
             assert matches == find_secrets(value.strip()), (name, value)
+
+
+# A Facebook token longer than the generic assignment rule's 128-character cap.
+LONG_TOKEN = (
+    "EAACEdEose0cBAD5XZCz5JXYvqyeJzcSvFZC42toHiWyfjhcZCMZBZCpE3uRJnEBsrhUEMRK1wWs6Ssdi"
+    "DCaCI1mYwyoNuMix2XZCpvsKbZB9TumtZBlcLeIpl4pa931Ce9rTinEAhtyVVZAAZAX4NmfpBUqWtzCRC0"
+    "fX5GZBn7ZC28mPKAZDZD"
+)
+
+
+def test_a_match_cut_short_inside_a_token_masks_the_token_to_its_end() -> None:
+    text = f"url = 'https://graph.facebook.com/me?access_token={LONG_TOKEN}&limit=5'"
+    redacted, matches = redact_text(text)
+    assert [m.kind for m in matches] == ["GENERIC_SECRET"]
+    assert redacted == (
+        "url = 'https://graph.facebook.com/me?access_token=[REDACTED:GENERIC_SECRET:…31]&limit=5'"
+    )
+    assert LONG_TOKEN[-40:] not in redacted
+
+
+def test_a_key_ending_at_a_boundary_masks_nothing_past_it() -> None:
+    text = f"GET /v1/keys/{KEYS[2]}/rotate?x={KEYS[1]}-old"
+    redacted, _ = redact_text(text)
+    assert redacted == (
+        "GET /v1/keys/[REDACTED:GITHUB_TOKEN:ghp_…xL]/rotate?x=[REDACTED:AWS_ACCESS_KEY:AKIA…KJ]-old"
+    )
+
+
+def test_redacted_text_holds_nothing_a_second_scan_would_find() -> None:
+    """Every Nosey Parker example, redacted once, is clean: no rule, entropy or PEM
+    hit is left in what would be stored (a left-over tail of a secret would be one)."""
+    lines = (dataset(NOSEY_PARKER) / "secret_examples.jsonl").read_text("utf-8").splitlines()
+    texts = [json.loads(line)["text"] for line in lines]
+    left = {t[:60]: scan_all(redact_text(t)[0]) for t in texts}
+    assert {k: v for k, v in left.items() if v} == {}
+    assert len(texts) > 500

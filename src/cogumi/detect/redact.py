@@ -38,15 +38,30 @@ def truncate_utf8(text: str, limit: int) -> str:
     return encoded[:limit].decode("utf-8", errors="ignore")
 
 
-def _merge(matches: list[SecretMatch]) -> list[tuple[int, int, SecretMatch]]:
-    """Union of all spans; each merged span is labelled by the best match inside it."""
+_WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_TOKEN_REST = re.compile(r"[A-Za-z0-9_+/=-]*")
+
+
+def _masked_end(text: str, end: int) -> int:
+    """Where the mask of a match ending at ``end`` ends: a match that stops inside a
+    token (a rule with a length cap, say, on a longer value) masks the token's rest
+    too, so no tail of a secret is left in the clear."""
+    if end < len(text) and text[end] in _WORD_CHARS:
+        rest = _TOKEN_REST.match(text, end)
+        return rest.end() if rest is not None else end
+    return end
+
+
+def _merge(text: str, matches: list[SecretMatch]) -> list[tuple[int, int, SecretMatch]]:
+    """Union of all masked spans; each merged span is labelled by the best match inside it."""
     spans: list[tuple[int, int, SecretMatch]] = []
     for m in sorted(matches, key=lambda m: (m.start, -m.end)):
+        end = _masked_end(text, m.end)
         if spans and m.start < spans[-1][1]:
-            start, end, top = spans[-1]
-            spans[-1] = (start, max(end, m.end), min(top, m, key=priority))
+            start, last, top = spans[-1]
+            spans[-1] = (start, max(last, end), min(top, m, key=priority))
         else:
-            spans.append((m.start, m.end, m))
+            spans.append((m.start, end, m))
     return spans
 
 
@@ -54,7 +69,7 @@ def mask(text: str, matches: list[SecretMatch]) -> str:
     """Replace every matched stretch (overlaps merged) with its label."""
     out: list[str] = []
     pos = 0
-    for start, end, top in _merge(matches):
+    for start, end, top in _merge(text, matches):
         out.append(text[pos:start])
         out.append(label(top))
         pos = end
