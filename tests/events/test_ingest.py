@@ -99,6 +99,7 @@ async def test_batch_is_stored_exactly(accounts: Accounts) -> None:
         "dropped": 0,
         "duplicate": False,
         "run_active": False,
+        "redacted": 0,
     }
     events = await stored(accounts, sidecar.project_id)
     assert len(events) == 2
@@ -197,6 +198,7 @@ async def test_duplicate_batch_stores_nothing_twice(accounts: Accounts) -> None:
         "dropped": 0,
         "duplicate": True,
         "run_active": False,
+        "redacted": 0,
     }
     concurrent = await asyncio.gather(
         *[

@@ -118,7 +118,7 @@ async def test_both_paths_store_identical_rows_and_counters(accounts: Accounts) 
         json=batch(fast, events) | {"watermark": moment, "instance_id": "replica-1"},
     )
     assert response.json() == {"ok": True, "accepted": 3, "dropped": 0, "duplicate": False,
-                               "run_active": True}  # fmt: skip
+                               "run_active": True, "redacted": 0}  # fmt: skip
     body = _body(general, events, watermark=moment, instance_id="replica-1")
     result = await _general(accounts, general, body)
     assert result.model_dump() == response.json()

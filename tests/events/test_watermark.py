@@ -55,7 +55,7 @@ async def test_watermark_is_the_earliest_of_live_sidecars(accounts: Accounts) ->
     assert await project_watermark(accounts, one.project_id) is None
     answer = await mark(one, now - timedelta(seconds=10))
     assert answer == {"ok": True, "accepted": 0, "dropped": 0, "duplicate": False,
-                      "run_active": False}  # fmt: skip
+                      "run_active": False, "redacted": 0}  # fmt: skip
     # No heartbeat yet: not counted as live.
     assert await project_watermark(accounts, one.project_id) is None
     assert (await beat(one))["run_active"] is False

@@ -31,7 +31,7 @@ import math
 import os
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
@@ -44,7 +44,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogumi.errors import Forbidden, InvalidInput, NotFound
-from cogumi.events import fastparse
+from cogumi.events import fastparse, guard
 from cogumi.events.bus import LiveBus
 from cogumi.events.fastparse import FastBatch, FastEvent
 from cogumi.events.models import Event, IngestBatch, SidecarStatus
@@ -232,6 +232,8 @@ class Prepared:
     types: list[str]
     timestamps: list[datetime]
     payloads: list[dict[str, Any]]  # as stored
+    # Secrets the sender left in the clear and ingest masked, by kind (see events.guard).
+    masked: dict[str, int] = field(default_factory=dict)
 
     @property
     def has_violations(self) -> bool:
@@ -339,19 +341,28 @@ class _Rows:
         self.ids = new_ids(len(batch.events))
         self.timestamps: list[datetime] = []
         self.payloads: list[dict[str, Any]] = []
+        # Raw secrets are looked for only in what a sender with another detector sent.
+        self.guard = None if guard.trusted(batch.sidecar_version) else guard.Guard()
 
     def add(self, index: int, event: EventIn | FastEvent) -> None:
-        payload, text, data = _payload_text(event.payload_redacted, index, self.fast_json)
+        cleaned = None if self.guard is None else _clean(self.guard, event)
+        payload_in = event.payload_redacted if cleaned is None else cleaned.payload
+        payload, text, data = _payload_text(payload_in, index, self.fast_json)
         ts = event.ts if isinstance(event, EventIn) else fastparse.timestamp(event.ts)
         ts = ts if ts.tzinfo else ts.replace(tzinfo=self.received_at.tzinfo)
         dest, http = event.destination, event.http
+        destination = _destination(dest) if dest else (None,) * 5
+        error, matches = event.error, _matches_json(event) if event.matches else "[]"
+        if cleaned is not None:
+            if dest:
+                destination = (destination[0], cleaned.path, *destination[2:])
+            error = cleaned.error
+            matches = _MATCHES.dump_json(_MATCHES.validate_python(cleaned.matches)).decode()
         self.rows.append([
             self.ids[index], self.org, self.project, None, None, self.ts_value(ts), self.received,
-            event.channel, event.type, event.actor,
-            *(_destination(dest) if dest else (None,) * 5),
+            event.channel, event.type, event.actor, *destination,
             *(_http(http, self.duration) if http else (None,) * 5),
-            text, _matches_json(event) if event.matches else "[]",
-            hashlib.sha256(data).hexdigest(), event.error, self.sidecar,
+            text, matches, hashlib.sha256(data).hexdigest(), error, self.sidecar,
         ])  # fmt: skip
         self.sizes.append(len(text))
         self.timestamps.append(ts)
@@ -371,6 +382,7 @@ class _Rows:
             types=[event.type for event in batch.events],
             timestamps=self.timestamps,
             payloads=self.payloads,
+            masked=dict(self.guard.kinds) if self.guard is not None else {},
         )
 
 
@@ -410,6 +422,15 @@ def _watermark(batch: Batch) -> datetime | None:
     if isinstance(batch, IngestBatchIn):
         return batch.watermark
     return None if batch.watermark is None else fastparse.timestamp(batch.watermark)
+
+
+def _clean(scanner: guard.Guard, event: EventIn | FastEvent) -> guard.Cleaned | None:
+    dest = event.destination
+    matches = [
+        {"kind": m.kind, "hash": m.hash, "preview": m.preview, "confidence": m.confidence}
+        for m in event.matches
+    ]
+    return scanner.clean(event.payload_redacted, dest.path if dest else None, event.error, matches)
 
 
 def _matches_json(event: EventIn | FastEvent) -> str:

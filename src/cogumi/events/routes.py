@@ -6,6 +6,7 @@ an API key): the token names its org and project.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated, Any
 
@@ -47,6 +48,8 @@ SSE_SHUTDOWN_GRACE_SEC = 3.0
 # sidecar token is the only credential, and the handler runs its own short
 # transactions (see :func:`ingest_events`).
 ingest_router = APIRouter(tags=["ingest"])
+
+log = logging.getLogger(__name__)
 
 
 async def sidecar_token(
@@ -125,6 +128,7 @@ async def ingest_events(
             prepared = await _prepare(request, ref, batch)
             stored = await db.write(ref, prepared, target)
         result = stored or await _store_general(request, ref, prepared, target, quota)
+        result = _masked(result, ref, prepared)
     state.metrics.ingested(accepted=result.accepted, dropped=result.dropped)
     return result
 
@@ -170,7 +174,22 @@ async def _ingest_general(
         batch = ingest.parse_batch(body)
         target = await ingest.find_target(session, token=ref, batch=batch, quota=quota)
     prepared = await _prepare(request, ref, batch)
-    return await _store_general(request, ref, prepared, target, quota)
+    return _masked(await _store_general(request, ref, prepared, target, quota), ref, prepared)
+
+
+def _masked(
+    result: IngestResult, ref: ingest.SidecarRef, prepared: ingest.Prepared
+) -> IngestResult:
+    """Say how many secrets the server masked in a stored batch (answer and log, never
+    the values: the sender's redaction missed them, which its owner needs to know)."""
+    if not prepared.masked or result.duplicate:
+        return result
+    count = sum(prepared.masked.values())
+    log.warning(
+        "ingest masked %d secret(s) a sender left in the clear: token %s, batch %s, kinds %s",
+        count, ref.id, prepared.batch_id, dict(sorted(prepared.masked.items())),
+    )  # fmt: skip
+    return result.model_copy(update={"redacted": count})
 
 
 @router.post("/projects/{project_id}/sidecar/heartbeat", response_model=HeartbeatOut)

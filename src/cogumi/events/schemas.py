@@ -68,7 +68,8 @@ class EventIn(BulkInput):
     destination: DestinationIn | None = None
     http: HttpIn | None = None
     # Free-form but bounded: the server truncates it to 64 KB. Redaction happens in the
-    # sidecar, before the payload leaves the customer's network; the server stores it as sent.
+    # sidecar, before the payload leaves the customer's network; a sender other than a
+    # sidecar of the server's version is scanned again on ingest (events/guard.py).
     payload_redacted: dict[str, Any] = Field(default_factory=dict)
     matches: list[MatchIn] = Field(default_factory=list, max_length=100)
     error: Long | None = Field(default=None, description="What went wrong upstream, if anything.")
@@ -115,6 +116,12 @@ class IngestResult(Output):
         default=False,
         description="A campaign of the project is running: the sidecar then refreshes its "
         "watermark every flush interval instead of once per heartbeat.",
+    )
+    redacted: int = Field(
+        default=0,
+        description="Secrets this batch carried in the clear, masked by the server before "
+        "storing (only batches from a sender other than a sidecar of the server's version "
+        "are scanned; 0 for a duplicate batch, which stores nothing).",
     )
 
 
