@@ -21,7 +21,14 @@ own client (:mod:`cogumi.sidecar.apiclient`, a new connection per batch): on a
 ``client_cpu_ms_per_1k_events`` says how much the senders took.
 
 Usage: python bench/ingest_bench.py [--events N] [--stores postgresql,sqlite]
-[--workers 1,2] [--runs N] [--repeat N] [--client sidecar|httpx].
+[--workers 1,2] [--runs N] [--repeat N] [--client sidecar|httpx]
+[--sender-version V].
+
+``--sender-version`` (default: this package's version, as a current sidecar
+sends) names the batches' ``sidecar_version``. Any other value makes the
+server scan every event for secrets the sender left in the clear
+(``events/guard.py``), which is what an older sidecar or a client of the
+customer's own costs.
 
 ``--repeat N`` measures each configuration N times, each on a fresh database
 with its own raw baseline right after, and reports every repetition plus the
@@ -63,6 +70,7 @@ import httpx
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.dialects.sqlite import aiosqlite as aiosqlite_dialect
 
+from cogumi import __version__
 from cogumi.app import create_app  # noqa: F401 - loads every model (foreign key types)
 from cogumi.db.engine import make_engine, make_sessionmaker, transaction
 from cogumi.db.migrate import upgrade
@@ -81,6 +89,7 @@ COGUMI = str(Path(sys.executable).parent / "cogumi")
 REDIS = os.environ.get("COGUMI_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 BATCH, SENDERS = 200, 8
 CLIENT = "sidecar"  # --client
+SENDER_VERSION = __version__  # --sender-version
 TARGET_RATIO = 0.5
 
 
@@ -158,7 +167,7 @@ def encoded_batches(project_id: uuid.UUID, total: int) -> list[bytes]:
     instance = uuid.uuid4().hex
     return [
         json.dumps({"project_id": str(project_id), "batch_id": uuid.uuid4().hex,
-                    "sidecar_version": "bench", "instance_id": instance,
+                    "sidecar_version": SENDER_VERSION, "instance_id": instance,
                     "events": [sample_event(i * BATCH + j) for j in range(BATCH)]},
                    separators=(",", ":")).encode()
         for i in range(total // BATCH)
@@ -453,16 +462,22 @@ async def main() -> None:
     parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument("--project", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=60.0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sender-version", default=__version__,
+        help="the batches' sidecar_version (another than the server's is scanned on ingest)",
+    )  # fmt: skip
     args = parser.parse_args()
-    global CLIENT
-    CLIENT = args.client
+    global CLIENT, SENDER_VERSION
+    CLIENT, SENDER_VERSION = args.client, args.sender_version
     if args.load_against:  # background load for bench/sse_bench.py --ingest-load
         sent = await keep_sending(
             args.load_against, uuid.UUID(args.project), args.token, args.seconds
         )
         print(json.dumps({"events_sent": sent}))
         return
-    results: dict[str, Any] = {"cpus": os.cpu_count(), "load_average": os.getloadavg()}
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "load_average": os.getloadavg(),
+                               "sender_version": SENDER_VERSION,
+                               "scanned_on_ingest": __version__ != SENDER_VERSION}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for store in args.stores.split(","):
             for workers in (int(w) for w in args.workers.split(",")):

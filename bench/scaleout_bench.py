@@ -89,6 +89,7 @@ from tests.reliability.cluster import SECRET_KEY, Cluster, Org, start_cluster, s
 from tests.reliability.processes import Proc
 from tests.scan.processes import clean_env
 
+from cogumi import __version__
 from cogumi.db.engine import make_engine, make_sessionmaker, transaction
 from cogumi.events.models import Event
 from cogumi.findings.models import Finding
@@ -576,7 +577,7 @@ def batch_templates(targets: Sequence[tuple[Org, str, str]]) -> list[bytes]:
     placeholder takes a fresh batch_id per request, so each batch is stored."""
     events = [sample_event(j) for j in range(BATCH)]
     return [json.dumps({"project_id": project_id, "batch_id": PLACEHOLDER.decode(),
-                        "sidecar_version": "bench", "events": events}).encode()
+                        "sidecar_version": __version__, "events": events}).encode()
             for _, project_id, _ in targets]  # fmt: skip
 
 
