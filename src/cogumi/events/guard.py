@@ -69,6 +69,10 @@ class Guard:
         matches: list[dict[str, Any]],
     ) -> Cleaned | None:
         """The event with every secret masked, or ``None`` when it held none."""
+        texts = [*_strings(payload), path or "", error or ""]
+        texts += [t for m in matches for t in (m["kind"], m["preview"])]
+        if not scan_all("\n".join(texts)):
+            return None  # one scan of everything instead of one per string
         found: list[SecretMatch] = []
         payload_out = _walk(payload, found)
         path_out = _text(path, found, LONG_TEXT)
@@ -103,6 +107,17 @@ def _text(value: str | None, found: list[SecretMatch], limit: int | None = None)
     found.extend(select(hits))
     masked = mask(value, hits)
     return masked if limit is None else masked[:limit]
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string of a JSON value, object keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (k, *_strings(v))]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
 
 
 def _walk(value: Any, found: list[SecretMatch]) -> Any:
