@@ -162,7 +162,7 @@ async def test_a_sidecar_of_the_servers_version_is_not_scanned_again(
     accounts: Accounts,
 ) -> None:
     """The trust boundary: the same version redacts with the same detector, so its
-    batches are stored as sent (scanning them would cost ~9 µs an event for nothing)."""
+    batches are stored as sent (scanning them would double ingest's CPU for nothing)."""
     owner = await accounts.signup()
     sidecar = await project_with_token(accounts, owner.org_id)
     event = http_event(1, payload_redacted={"body_redacted_preview": f"config: {OPENAI}"})
