@@ -5,20 +5,22 @@ A sidecar redacts what it records before it leaves the customer's network, with
 the detector in :mod:`cogumi.detect`. A sidecar of the server's own version has
 the server's own detector, so scanning its events again would find nothing and
 double what ingest spends on an event (measured: ``serve``'s CPU per 1,000
-sidecar-shaped events 45–48 ms unscanned, 96–101 ms scanned); its batches
-are stored as sent. Every other sender
-(an older sidecar whose rules lag, or a client of the customer's own) has its
-events scanned here with the full detector: every string of the payload (keys
-and values), the destination path, the error text, and each match's kind and
-preview. What it finds is masked with the same labels the sidecar writes
-(``[REDACTED:KIND:preview]``) and added to the event's matches (kind, sha256,
-preview, confidence), so the finding engine sees it as if the sidecar had
-reported it. The host is not scanned: it classifies the destination, and a
-secret is not a host name.
+sidecar-shaped events 45–48 ms unscanned, 96–101 ms scanned). Its batches are
+stored as sent.
 
-A sender that wants its raw values stored cannot get them past this by lying
-about its version; that is not what it guards against. It guards against the
-honest mistake: a sender whose redaction missed something.
+Every other sender has its events scanned here with the full detector: an older
+sidecar whose rules lag, or a client of the customer's own. The scan covers
+every string of the payload (keys and values), the destination path, the error
+text, and each match's kind and preview. What it finds is masked with the
+labels the sidecar writes (``[REDACTED:KIND:preview]``) and added to the
+event's matches (kind, sha256, preview, confidence), so the finding engine
+sees it as if the sidecar had reported it. The host is not scanned: it
+classifies the destination, and a secret is not a host name.
+
+A sender that claims the server's version is trusted without a scan, so one
+that lies about it can store what it likes in its own org. The guard is not
+for that sender. It is for the honest miss: a sender whose redaction let
+something through.
 """
 
 from __future__ import annotations
