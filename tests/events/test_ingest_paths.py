@@ -20,7 +20,7 @@ from cogumi.db.engine import transaction
 from cogumi.errors import Forbidden
 from cogumi.events import ingest, ingest_fast
 from cogumi.events.models import Event, IngestBatch
-from cogumi.events.schemas import IngestResult
+from cogumi.events.schemas import MAX_EVENTS_PER_BATCH, IngestResult
 from cogumi.projects.models import SidecarToken, TokenStatus
 from cogumi.quotas.ingest import IngestQuota
 from cogumi.quotas.models import OrgQuota
@@ -328,12 +328,27 @@ async def test_nul_in_event_text_is_422_naming_the_field_but_kept_in_the_payload
         assert event.payload_redacted["body_redacted_preview"] == "a\x00b"
 
 
-def test_event_ids_are_random_version_4_uuids() -> None:
-    ids = ingest.new_ids(500)
+def test_event_ids_are_time_ordered_version_7_uuids() -> None:
+    before = time.time_ns() // 1_000_000
+    batches = [ingest.new_ids(500), ingest.new_ids(1), ingest.new_ids(ingest.ID_COUNTER_MAX)]
+    after = time.time_ns() // 1_000_000
+    ids = [value for batch in batches for value in batch]
     parsed = [uuid.UUID(hex=value) for value in ids]
-    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
     assert all(value == u.hex for value, u in zip(ids, parsed, strict=True))
-    assert len(set(ids)) == 500
+    assert len(set(ids)) == len(ids) == 501 + ingest.ID_COUNTER_MAX
+    # The first 48 bits are the time in milliseconds; each call's ids come in order,
+    # and a later call's after an earlier one's.
+    assert all(before <= int(value[:12], 16) <= after for value in ids)
+    for ids_of_one_call in batches:
+        assert ids_of_one_call == sorted(ids_of_one_call)
+    assert batches[0][-1] < batches[1][0] or batches[0][-1][:12] == batches[1][0][:12]
+    # The 62 bits after the variant are random.
+    tails = {int(value[17:], 16) for value in batches[2]}
+    assert len(tails) == ingest.ID_COUNTER_MAX
+    with pytest.raises(ValueError, match="at most 4096"):
+        ingest.new_ids(ingest.ID_COUNTER_MAX + 1)
+    assert ingest.ID_COUNTER_MAX > MAX_EVENTS_PER_BATCH
 
 
 async def test_the_sidecar_probe_looks_at_the_runs_own_project_only(accounts: Accounts) -> None:
