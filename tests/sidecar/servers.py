@@ -115,6 +115,7 @@ class Ingest:
     raw: list[bytes] = field(default_factory=list)
     fail_status: int | None = None
     retry_after: str | None = None
+    redacted_per_event: int = 0  # answer as if the API masked this many secrets an event
     config: dict[str, Any] = field(default_factory=dict)
     config_status: int = 200
     token: str = TOKEN
@@ -163,6 +164,8 @@ class Ingest:
             self.batches.append(batch)
         self.arrived.set()
         answer = {"ok": True, "accepted": len(batch["events"]), "dropped": 0}
+        if self.redacted_per_event and batch["events"]:
+            answer["redacted"] = self.redacted_per_event * len(batch["events"])
         await _send_json(send, 200, answer | {"run_active": self.run_active})
 
 

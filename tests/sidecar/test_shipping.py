@@ -5,9 +5,12 @@ heartbeat counters and project config refresh."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
+import pytest
 
+from cogumi import __version__
 from tests.sidecar.conftest import SidecarFactory, proxy_url
 from tests.sidecar.servers import PROJECT_ID, Ingest, Origin, Served
 
@@ -137,6 +140,30 @@ async def test_heartbeat_carries_version_and_counters(
     assert len({h["instance_id"] for h in recorder.heartbeats}) == 1
     assert len(last["instance_id"]) == 32
     assert {b["instance_id"] for b in recorder.received} == {last["instance_id"]}
+
+
+async def test_secrets_the_api_masked_are_counted_and_said_once(
+    make_sidecar: SidecarFactory,
+    ingest: tuple[Ingest, Served],
+    origin: tuple[Origin, Served],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An API newer than the sidecar scans what it sends and answers how many secrets
+    it masked: the sidecar counts them in its heartbeat and warns, not once a batch."""
+    recorder, _ = ingest
+    recorder.redacted_per_event = 2
+    with caplog.at_level(logging.WARNING, logger="cogumi.sidecar"):
+        async with make_sidecar(batch_max_events=1) as sidecar:
+            await _get_many(proxy_url(sidecar), origin[1].url, 3)
+            await _until(lambda: sidecar.shipper.counters.sent == 3)
+            await _until(lambda: any(h["counters"]["masked_by_api"] == 6
+                                     for h in recorder.heartbeats))  # fmt: skip
+    warnings = [r.getMessage() for r in caplog.records if "masked" in r.getMessage()]
+    assert len(recorder.batches) == 3
+    assert warnings == [
+        f"the ingest API masked 2 secret(s) this sidecar (version {__version__}) sent in the "
+        "clear (2 so far): its detector is behind the server's; upgrade the sidecar"
+    ]
 
 
 async def test_project_config_is_fetched_merged_and_refreshed(

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import time
 import uuid
@@ -42,6 +43,7 @@ event_log = logging.getLogger("cogumi.sidecar.events")
 RETRY_BASE_SEC = 0.25
 RETRY_MAX_SEC = 30.0
 RETRY_AFTER_MAX_SEC = 300.0
+MASKED_LOG_EVERY_SEC = 300.0
 
 BuildEvent = Callable[[Exchange, Policy], dict[str, Any]]
 
@@ -51,6 +53,7 @@ class Counters:
     sent: int = 0
     batches_sent: int = 0
     ingest_failures: int = 0
+    masked_by_api: int = 0  # secrets the API found in the clear in what was sent
     dropped: Counter[str] = field(default_factory=Counter)
     _per_second: deque[list[int]] = field(default_factory=deque)
 
@@ -119,6 +122,7 @@ class Shipper:
         self._closing = False
         self._drained = asyncio.Event()
         self._drained.set()
+        self._masked_logged_at = -math.inf
 
     # --- intake (sync, called from the proxy for every exchange) ----------------
     def opened(self, exchange: Exchange) -> None:
@@ -290,6 +294,7 @@ class Shipper:
             answer = response.json()
             accepted, dropped = int(answer.get("accepted", count)), int(answer.get("dropped", 0))
             self._note_run_active(answer.get("run_active"))
+            self._note_masked(int(answer.get("redacted", 0)))
         except (ValueError, AttributeError, TypeError):
             accepted, dropped = count, 0
         self.counters.sent += accepted
@@ -299,6 +304,22 @@ class Shipper:
         if self.state != "ok":
             log.info("shipping events to %s", self.options.ingest_url)
         self.state = "ok"
+
+    def _note_masked(self, masked: int) -> None:
+        """The API masked secrets this sidecar's redaction let through (it scans what a
+        sidecar of another version sends): count them, and say so at most every
+        MASKED_LOG_EVERY_SEC."""
+        if masked <= 0:
+            return
+        self.counters.masked_by_api += masked
+        now = time.monotonic()
+        if now - self._masked_logged_at >= MASKED_LOG_EVERY_SEC:
+            self._masked_logged_at = now
+            log.warning(
+                "the ingest API masked %d secret(s) this sidecar (version %s) sent in the "
+                "clear (%d so far): its detector is behind the server's; upgrade the sidecar",
+                masked, __version__, self.counters.masked_by_api,
+            )  # fmt: skip
 
     def _note_run_active(self, value: object) -> None:
         """The API says whether a campaign runs; on a switch to running, refresh now."""
@@ -347,6 +368,7 @@ class Shipper:
                 "dropped_total": sum(c.dropped.values()),
                 "events_per_minute": c.events_per_minute(now),
                 "ingest_failures": c.ingest_failures,
+                "masked_by_api": c.masked_by_api,
             },
         }
 
