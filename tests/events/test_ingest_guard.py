@@ -199,3 +199,13 @@ def test_one_scan_of_all_an_events_strings_misses_nothing_a_scan_of_each_finds()
             payload = {"notes": group[:-1], group[-1]: 1}  # values and a key
             assert Guard().clean(payload, None, None, []) is not None, group
     assert checked > 500
+
+
+def test_keys_masked_alike_keep_both_values() -> None:
+    """Two object keys holding the same secret mask to the same label; neither value
+    is lost."""
+    payload = {f"a {OPENAI}": 1, f"a {OPENAI} ": 2, "a [REDACTED:OPENAI_KEY:sk-proj-…Vz]": 3}
+    cleaned = Guard().clean(payload, None, None, [])
+    assert cleaned is not None
+    assert sorted(cleaned.payload.values()) == [1, 2, 3]
+    assert OPENAI not in json.dumps(cleaned.payload)

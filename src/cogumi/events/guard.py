@@ -128,7 +128,15 @@ def _walk(value: Any, found: list[SecretMatch]) -> Any:
     if isinstance(value, str):
         return _text(value, found)
     if isinstance(value, dict):
-        return {_text(k, found): _walk(v, found) for k, v in value.items()}
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            masked = _text(key, found) or ""
+            name, n = masked, 1
+            while name in out:  # two keys masked alike: keep both values
+                n += 1
+                name = f"{masked}#{n}"
+            out[name] = _walk(item, found)
+        return out
     if isinstance(value, list):
         return [_walk(item, found) for item in value]
     return value
