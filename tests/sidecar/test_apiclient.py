@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import ssl
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from cogumi.sidecar import apiclient
 from cogumi.sidecar.apiclient import ApiClient, ApiError
 from tests.sidecar.servers import Origin, Served
 from tests.sidecar.test_proxy_http import free_port
@@ -43,3 +47,25 @@ async def test_posts_encoded_json_as_given(origin: tuple[Origin, Served]) -> Non
     }
     with pytest.raises(ValueError, match="payload or content"):
         await ApiClient().request("POST", url, headers={}, payload={"a": 1}, content=body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.text()
+        | st.floats(allow_nan=False, allow_infinity=False),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_a_payload_is_sent_as_compact_json_of_the_same_value(payload: object) -> None:
+    """msgspec writes it; what msgspec refuses (a lone surrogate) the stdlib writes."""
+    body = apiclient._encode(payload)
+    assert json.loads(body) == payload
+
+
+def test_a_lone_surrogate_is_written_by_the_stdlib() -> None:
+    assert apiclient._encode({"a": "\ud800"}) == b'{"a":"\\ud800"}'

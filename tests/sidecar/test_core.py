@@ -6,8 +6,11 @@ import hashlib
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cogumi.detect.destinations import DestinationRules
+from cogumi.sidecar import core
 from cogumi.sidecar.core import (
     BadProxyRequest,
     Exchange,
@@ -161,4 +164,32 @@ def test_policy_violation_event() -> None:
         "system",
     )
     assert event["payload_redacted"]["reason"] == "ingest_throttled"
+    assert event["integrity_hash"] == integrity_hash(event["payload_redacted"])
+
+
+# What a payload can hold: everything exchange_event puts in one (strings of any
+# Unicode, lone surrogates included, lists, booleans, integers, null), never a float.
+_FLOAT_FREE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(), _FLOAT_FREE, max_size=6))
+def test_the_sidecars_hash_of_a_float_free_payload_is_the_canonical_one(
+    payload: dict[str, object],
+) -> None:
+    assert core._float_free_hash(payload) == integrity_hash(payload)
+
+
+def test_events_carry_the_canonical_hash_of_their_payload() -> None:
+    ex = Exchange(
+        method="POST", host="api.example.com", port=8443, path="/v1/x?key=AKIA4QWERT7YUI2OPLKJ",
+        request_headers=[("Authorization", "Bearer abc"), ("X-Note", "é ✓ \u2028")],
+        status_code=502, error="upstream_reset", intercepted=True,
+    )  # fmt: skip
+    ex.request_body.add("ünïcode body \x00 with a NUL and \ud800".encode("utf-8", "surrogatepass"))
+    event = exchange_event(ex, POLICY)
     assert event["integrity_hash"] == integrity_hash(event["payload_redacted"])

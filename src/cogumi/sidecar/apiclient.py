@@ -13,12 +13,26 @@ import asyncio
 import json
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
+
+import msgspec
 
 from cogumi.sidecar.http1 import BODY, END, HEAD, READ_SIZE, Head, MessageError, MessageReader
 
 MAX_ANSWER_BYTES = 1024 * 1024
+
+_JSON: Final = msgspec.json.Encoder()
+
+
+def _encode(payload: Any) -> bytes:
+    """Compact JSON, by msgspec (a batch of events encodes several times faster than
+    with the stdlib); what msgspec refuses (a lone surrogate, an integer past 64
+    bits) the stdlib writes, as before."""
+    try:
+        return _JSON.encode(payload)
+    except (msgspec.EncodeError, UnicodeEncodeError, OverflowError, TypeError):
+        return json.dumps(payload, separators=(",", ":")).encode()
 
 
 class ApiError(Exception):
@@ -76,7 +90,7 @@ class ApiClient:
             raise ValueError("give payload or content, not both")
         body = content if content is not None else b""
         if payload is not None:
-            body = json.dumps(payload, separators=(",", ":")).encode()
+            body = _encode(payload)
         head = [f"{method} {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
                 f"Host: {parts.netloc}", "Connection: close", "Accept: application/json",
                 f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
