@@ -128,8 +128,18 @@ def looks_random(value: str, *, min_ratio: float = 0.8) -> bool:
     return shannon_entropy(value) >= min_ratio * ceiling
 
 
+_ANY_DIGIT = re.compile(r"[0-9]")
+_LONG = 96  # from this length, three whole-string C passes beat building the set
+
+
 def char_classes(value: str) -> int:
     """How many of ASCII lower case, upper case and digits ``value`` mixes."""
+    if len(value) >= _LONG and value.isascii():  # a 1 KB token: 1–4 µs instead of 8
+        return (
+            (value.upper() != value)
+            + (value.lower() != value)
+            + (_ANY_DIGIT.search(value) is not None)
+        )
     chars = set(value)
     return (
         (not _LOWER.isdisjoint(chars))
