@@ -8,8 +8,9 @@ bounds the work per event however large the body is.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
+from cogumi.detect.credentials import CREDENTIAL_LABEL, credential_spans
 from cogumi.detect.match import SecretMatch
 from cogumi.detect.secrets import priority, scan_all, select
 
@@ -52,26 +53,40 @@ def _masked_end(text: str, end: int) -> int:
     return end
 
 
-def _merge(text: str, matches: list[SecretMatch]) -> list[tuple[int, int, SecretMatch]]:
-    """Union of all masked spans; each merged span is labelled by the best match inside it."""
-    spans: list[tuple[int, int, SecretMatch]] = []
-    for m in sorted(matches, key=lambda m: (m.start, -m.end)):
-        end = _masked_end(text, m.end)
-        if spans and m.start < spans[-1][1]:
-            start, last, top = spans[-1]
-            spans[-1] = (start, max(last, end), min(top, m, key=priority))
+def _merge(
+    text: str,
+    matches: list[SecretMatch],
+    extra: Sequence[tuple[int, int]] = (),
+) -> list[tuple[int, int, SecretMatch | None]]:
+    """Union of all masked spans; each merged span is labelled by the best match inside
+    it, or is a bare credential (``None``) when only ``extra`` spans make it up."""
+    items: list[tuple[int, int, SecretMatch | None]] = [
+        (m.start, _masked_end(text, m.end), m) for m in matches
+    ]
+    items += [(start, end, None) for start, end in extra]
+    spans: list[tuple[int, int, SecretMatch | None]] = []
+    for start, end, m in sorted(items, key=lambda item: (item[0], -item[1])):
+        if spans and start < spans[-1][1]:
+            first, last, top = spans[-1]
+            best = m if top is None else top if m is None else min(top, m, key=priority)
+            spans[-1] = (first, max(last, end), best)
         else:
-            spans.append((m.start, end, m))
+            spans.append((start, end, m))
     return spans
 
 
-def mask(text: str, matches: list[SecretMatch]) -> str:
-    """Replace every matched stretch (overlaps merged) with its label."""
+def mask(
+    text: str,
+    matches: list[SecretMatch],
+    credentials: Sequence[tuple[int, int]] = (),
+) -> str:
+    """Replace every matched stretch and every credential span (overlaps merged) with
+    its label."""
     out: list[str] = []
     pos = 0
-    for start, end, top in _merge(text, matches):
+    for start, end, top in _merge(text, matches, credentials):
         out.append(text[pos:start])
-        out.append(label(top))
+        out.append(CREDENTIAL_LABEL if top is None else label(top))
         pos = end
     out.append(text[pos:])
     return "".join(out)
@@ -80,10 +95,12 @@ def mask(text: str, matches: list[SecretMatch]) -> str:
 def redact_text(
     text: str, *, canaries: Collection[str] = (), limit: int = DEFAULT_LIMIT
 ) -> tuple[str, list[SecretMatch]]:
-    """Mask every secret, then cut to ``limit`` UTF-8 bytes; returns the matches found."""
+    """Mask every secret and every credential given by name (:mod:`credentials`), then
+    cut to ``limit`` UTF-8 bytes; returns the matches found (credentials make none)."""
     window = text[: limit + SCAN_MARGIN]
     everything = scan_all(window, canaries=canaries)
-    return truncate_utf8(mask(window, everything), limit), select(everything)
+    masked = mask(window, everything, credential_spans(window))
+    return truncate_utf8(masked, limit), select(everything)
 
 
 def is_sensitive_header(name: str) -> bool:
