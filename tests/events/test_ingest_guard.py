@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from cogumi import __version__
 from cogumi.db.base import Base
+from cogumi.detect.credentials import credential_spans
 from cogumi.detect.secrets import scan_all
 from cogumi.events.guard import Guard
 from cogumi.sidecar.core import Exchange, Policy, exchange_event
@@ -194,7 +195,7 @@ def test_one_scan_of_all_an_events_strings_misses_nothing_a_scan_of_each_finds()
         groups.append([text[:cut], text[cut:]])
     checked = 0
     for group in groups:
-        if any(scan_all(text) for text in group):
+        if any(scan_all(text) or credential_spans(text) for text in group):
             checked += 1
             payload = {"notes": group[:-1], group[-1]: 1}  # values and a key
             assert Guard().clean(payload, None, None, []) is not None, group
@@ -209,3 +210,30 @@ def test_keys_masked_alike_keep_both_values() -> None:
     assert cleaned is not None
     assert sorted(cleaned.payload.values()) == [1, 2, 3]
     assert OPENAI not in json.dumps(cleaned.payload)
+
+
+async def test_a_credential_given_by_name_is_masked_and_counted_without_a_match(
+    accounts: Accounts,
+) -> None:
+    owner = await accounts.signup()
+    sidecar = await project_with_token(accounts, owner.org_id)
+    event = http_event(
+        1,
+        payload_redacted={
+            "body_redacted_preview": "machine db.internal login app password Tr0ub4dor\n",
+            "response_body_redacted_preview": "Server=db;User Id=app;Password=Tr0ub4dor;",
+        },
+        matches=[],
+    )
+    body = batch(sidecar, [event]) | {"sidecar_version": OLD}
+    response = await sidecar.client.post("/api/ingest/events", json=body)
+    # The netrc line's password is a credential by name only (no match); the connection
+    # string's is a PASSWORD match too, counted once, under its kind.
+    assert response.json()["redacted"] == 2
+    (stored_event,) = await stored(accounts, sidecar.project_id)
+    assert stored_event.payload_redacted == {
+        "body_redacted_preview": "machine db.internal login app password [REDACTED:CREDENTIAL]\n",
+        "response_body_redacted_preview": "Server=db;User Id=app;Password=[REDACTED:PASSWORD:…];",
+    }
+    assert [m["kind"] for m in stored_event.matches] == ["PASSWORD"]
+    assert "Tr0ub4dor" not in await everything_stored(accounts)

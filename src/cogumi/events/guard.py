@@ -14,7 +14,9 @@ every string of the payload (keys and values), the destination path, the error
 text, and each match's kind and preview. What it finds is masked with the
 labels the sidecar writes (``[REDACTED:KIND:preview]``) and added to the
 event's matches (kind, sha256, preview, confidence), so the finding engine
-sees it as if the sidecar had reported it. The host is not scanned: it
+sees it as if the sidecar had reported it. Credentials given by name
+(``password = '…'``) are masked as ``[REDACTED:CREDENTIAL]`` and counted, but,
+as in the sidecar, make no match. The host is not scanned: it
 classifies the destination, and a secret is not a host name.
 
 A sender that claims the server's version is trusted without a scan, so one
@@ -26,14 +28,16 @@ something through.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cogumi import __version__
+from cogumi.detect.credentials import credential_spans
 from cogumi.detect.match import SecretMatch
 from cogumi.detect.redact import mask
 from cogumi.detect.secrets import scan_all, select
 
+CREDENTIAL = "CREDENTIAL"  # the kind counted for a credential given by name
 LONG_TEXT = 2048  # the stored length of a path or an error (events.dest_path, events.error)
 MATCH_TEXT = 64  # the stored length of a match's kind or preview
 
@@ -51,6 +55,15 @@ class Cleaned:
     path: str | None
     error: str | None
     matches: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class _Found:
+    """What masking one event found: the matches, and credentials given by name
+    (:mod:`cogumi.detect.credentials`, masked but never matches)."""
+
+    matches: list[SecretMatch] = field(default_factory=list)
+    credentials: int = 0
 
 
 class Guard:
@@ -74,9 +87,10 @@ class Guard:
         """The event with every secret masked, or ``None`` when it held none."""
         texts = [*_strings(payload), path or "", error or ""]
         texts += [t for m in matches for t in (m["kind"], m["preview"])]
-        if not scan_all("\n".join(texts)):
-            return None  # one scan of everything instead of one per string
-        found: list[SecretMatch] = []
+        joined = "\n".join(texts)  # one scan of everything instead of one per string
+        if not scan_all(joined) and not credential_spans(joined):
+            return None
+        found = _Found()
         payload_out = _walk(payload, found)
         path_out = _text(path, found, LONG_TEXT)
         error_out = _text(error, found, LONG_TEXT)
@@ -88,10 +102,12 @@ class Guard:
             }
             for m in matches
         ]
-        if not found:
+        if not found.matches and not found.credentials:
             return None
+        if found.credentials:
+            self.kinds[CREDENTIAL] += found.credentials
         known = {(m["kind"], m["hash"]) for m in matches}
-        for match in found:
+        for match in found.matches:
             self.kinds[match.kind] += 1
             if (match.kind, match.hash) not in known:
                 known.add((match.kind, match.hash))
@@ -99,16 +115,19 @@ class Guard:
         return Cleaned(payload_out, path_out, error_out, matches_out)
 
 
-def _text(value: str | None, found: list[SecretMatch], limit: int | None = None) -> str | None:
-    """``value`` with its secrets masked (cut to ``limit`` characters if masking
-    made it longer than its column); the matches go into ``found``."""
+def _text(value: str | None, found: _Found, limit: int | None = None) -> str | None:
+    """``value`` with its secrets and credentials masked (cut to ``limit`` characters
+    if masking made it longer than its column); what was found goes into ``found``."""
     if not value:
         return value
-    hits = scan_all(value)
-    if not hits:
+    hits, credentials = scan_all(value), credential_spans(value)
+    if not hits and not credentials:
         return value
-    found.extend(select(hits))
-    masked = mask(value, hits)
+    found.matches.extend(select(hits))
+    found.credentials += sum(  # those a match does not already cover
+        all(end <= h.start or start >= h.end for h in hits) for start, end in credentials
+    )
+    masked = mask(value, hits, credentials)
     return masked if limit is None else masked[:limit]
 
 
@@ -123,7 +142,7 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def _walk(value: Any, found: list[SecretMatch]) -> Any:
+def _walk(value: Any, found: _Found) -> Any:
     """A JSON value with every string in it (object keys too) masked."""
     if isinstance(value, str):
         return _text(value, found)
