@@ -158,3 +158,23 @@ def test_non_ascii_text_keeps_offsets_right() -> None:
     text = f"\u0130stanbul ekibi anahtar\u0131 payla\u015ft\u0131: {key} \u2713"
     (match,) = find_secrets(text)
     assert text[match.start : match.end] == key
+
+
+@pytest.mark.parametrize(
+    ("value", "confidence"),
+    [
+        ("$2a$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW", 0.6),  # bcrypt
+        ("$8$mTj4RZG8N9ZDOk$elY/asfm8kD3iDmkBe3hD2r4xcA/0oWS5V3os.O91u.", 0.6),  # Cisco type 8
+        ("$9$nhEmQVczB7dqsO$X.HsgL6x1il0RxkOSSvyQYwucySCt7qFm4v7pqCxkKM", 0.6),  # Cisco type 9
+        (  # Kerberos AS-REP, as roasting tools print it
+            "$krb5asrep$23$svc-sql@corp.local:3e156ada591263b8aab0965f5aebd837$"
+            "007497cb51b6c8116d6407a782ea0e1c5402b17db7afa6b05a6d30ed164a9933c754d720e279c6c5",
+            0.8,
+        ),
+    ],
+)
+def test_password_hashes_are_found_whole(value: str, confidence: float) -> None:
+    (match,) = find_secrets(f"hash: {value} (cracked later)")
+    assert (match.kind, match.confidence) == ("PASSWORD_HASH", confidence)
+    assert match.hash == hashlib.sha256(value.encode()).hexdigest()
+    assert find_secrets("costs $8$ and $9$ each; $krb5asrep$23$ alone") == []

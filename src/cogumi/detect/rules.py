@@ -452,6 +452,19 @@ RULES: tuple[Rule, ...] = (
         ("$2a$", "$2b$", "$2y$", "$1$", "$5$", "$6$"),
         0.6,
     ),
+    _rule(  # Cisco IOS type 8 (PBKDF2-SHA256) and type 9 (scrypt)
+        "PASSWORD_HASH",
+        r"(?P<secret>\$[89]\$[./A-Za-z0-9]{14}\$[./A-Za-z0-9]{43})" + _E,
+        ("$8$", "$9$"),
+        0.6,
+    ),
+    _rule(  # Kerberos 5 AS-REP and TGS-REP (etype 23), as roasting tools print them
+        "PASSWORD_HASH",
+        r"(?P<secret>\$krb5(?:asrep|tgs)\$23\$(?:[^\s$:]{1,256}:|\*[^\s*]{1,256}\*\$)?"
+        r"[0-9a-fA-F]{32}\$[0-9a-fA-F]{64,})" + _E,
+        ("$krb5asrep$", "$krb5tgs$"),
+        0.8,
+    ),
     _rule(
         "URL_CREDENTIALS",
         r"://[^\s:/@'\"<>]{1,64}:(?P<secret>[^\s:/@'\"<>]{1,128})@[A-Za-z0-9.\[_%-]",
