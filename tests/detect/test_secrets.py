@@ -42,6 +42,7 @@ POSITIVES = [
     ("GROQ_KEY", "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"),
     ("HUGGINGFACE_TOKEN", "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"),
     ("PRIVATE_KEY", PEM),
+    ("NEWRELIC_KEY", "033f2f2072ca3f2cb2ec39024fa9e49cd640NRAL"),
 ]
 
 

@@ -391,6 +391,13 @@ RULES: tuple[Rule, ...] = (
         ("nrak-", "nrii-", "nriq-", "nraa-"),
         0.9,
     ),
+    _rule(  # license (ingest) keys: 40 characters, ending in NRAL
+        "NEWRELIC_KEY",
+        r"(?<![A-Za-z0-9])(?P<secret>(?:[0-9a-f]{36}|eu01xx[0-9a-f]{30})NRAL)" + _E,
+        ("nral",),
+        0.85,
+        at_anchor=False,
+    ),
     _rule("OKTA_TOKEN", r"\bSSWS\s+(?P<secret>00[A-Za-z0-9_-]{40})" + _E, ("ssws",), 0.9),
     _rule(
         "TWITCH_STREAM_KEY",
