@@ -88,10 +88,10 @@ def test_credentials_never_change_the_matches() -> None:
 def test_most_secret_examples_leave_redaction_with_something_masked() -> None:
     """Of the 386 positive examples of rules tagged ``secret``, 86 went through
     redaction with nothing masked before credentials by name (and Cisco and Kerberos
-    hashes) were; now at most 33 (what is left: vendor tokens without a prefix,
-    variables)."""
+    hashes, New Relic license keys, SonarQube tokens) were; now at most 30 (what is
+    left: vendor tokens without a prefix, variables)."""
     positives = [e for e in _examples()
                  if e["label"] == 1 and "secret" in e["categories"]]  # type: ignore[operator]  # fmt: skip
     untouched = [e for e in positives if "[REDACTED:" not in redact_text(str(e["text"]))[0]]
     assert len(positives) == 386
-    assert len(untouched) <= 33
+    assert len(untouched) <= 30

@@ -179,3 +179,17 @@ def test_password_hashes_are_found_whole(value: str, confidence: float) -> None:
     assert (match.kind, match.confidence) == ("PASSWORD_HASH", confidence)
     assert match.hash == hashlib.sha256(value.encode()).hexdigest()
     assert find_secrets("costs $8$ and $9$ each; $krb5asrep$23$ alone") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mvn sonar:sonar -Dsonar.login=5524bf449ca45fcace54698371466398321f3a82",
+        "properties.put('sonar.login', '826de5590c75919a8317fdface58206eebe7ebbc')",
+        '$sonarToken = "4924be8f51f3e738c97db2c4ace51db7e938f28b"',
+    ],
+)
+def test_sonarqube_tokens_are_found_by_their_name(text: str) -> None:
+    (match,) = find_secrets(text)
+    assert (match.kind, match.confidence) == ("SONARQUBE_TOKEN", 0.8)
+    assert find_secrets("sonar is 5524bf449ca45fcace54698371466398321f3a82") == []

@@ -399,6 +399,14 @@ RULES: tuple[Rule, ...] = (
         at_anchor=False,
     ),
     _rule("OKTA_TOKEN", r"\bSSWS\s+(?P<secret>00[A-Za-z0-9_-]{40})" + _E, ("ssws",), 0.9),
+    _rule(  # a SonarQube/SonarCloud token: 40 hex digits given as sonar.login or the like
+        "SONARQUBE_TOKEN",
+        r"(?i:sonar)[A-Za-z0-9_.-]{0,5}(?i:login|token)[\"'\s:=,]{1,6}(?<![A-Za-z0-9])"
+        r"(?P<secret>[0-9a-f]{40})" + _E,
+        ("sonar",),
+        0.8,
+        bounded=False,  # -Dsonar.login=… (a JVM property): the name follows a letter
+    ),
     _rule(
         "TWITCH_STREAM_KEY",
         r"(?P<secret>(?P<pub>live_)\d{6,10}_[A-Za-z0-9]{30})" + _E,
