@@ -34,6 +34,12 @@ P = "[REDACTED:PASSWORD:…]"
         ("JWT:\n  secret: \"development#product\"", f"JWT:\n  secret: \"{C}\""),
         ("credentials {\n  password 'pass123'\n}", f"credentials {{\n  password '{C}'\n}}"),
         ("The password is 'Secret123'.", f"The password is '{C}'."),
+        ("Ensure the password for user 'postgres' is 'admin' or change it.",
+         f"Ensure the password for user 'postgres' is '{C}' or change it."),
+        ('The token for the staging API is "tok_4b1x" today.',
+         f'The token for the staging API is "{C}" today.'),
+        ('<add key="FromEmailPassword" value="Prestigitariu$"/>',
+         f'<add key="FromEmailPassword" value="{C}"/>'),
         ("machine api.github.com login ziggy password 012345abcdef", f"machine api.github.com login ziggy password {C}"),
         ("Connect-VIServer -Server h -User admin -Password VMware1!", f"Connect-VIServer -Server h -User admin -Password {C}"),
         ("tool --password=s3cr3t --verbose", f"tool --password={P} --verbose"),
@@ -64,6 +70,8 @@ def test_credentials_given_by_name_are_masked(text: str, expected: str) -> None:
         '{"max_tokens": 100, "total_tokens": 42, "token_type": "bearer"}',
         "password: [REDACTED:CREDENTIAL]",
         "a password is required to do that",
+        'Your password is too short; try "abc"',
+        'The secret is in the vault. "quoted" later',
     ],
 )
 def test_code_references_and_prose_are_left_alone(text: str) -> None:
@@ -88,10 +96,10 @@ def test_credentials_never_change_the_matches() -> None:
 def test_most_secret_examples_leave_redaction_with_something_masked() -> None:
     """Of the 386 positive examples of rules tagged ``secret``, 86 went through
     redaction with nothing masked before credentials by name (and Cisco and Kerberos
-    hashes, New Relic license keys, SonarQube tokens) were; now at most 30 (what is
+    hashes, New Relic license keys, SonarQube tokens) were; now at most 27 (what is
     left: vendor tokens without a prefix, variables)."""
     positives = [e for e in _examples()
                  if e["label"] == 1 and "secret" in e["categories"]]  # type: ignore[operator]  # fmt: skip
     untouched = [e for e in positives if "[REDACTED:" not in redact_text(str(e["text"]))[0]]
     assert len(positives) == 386
-    assert len(untouched) <= 30
+    assert len(untouched) <= 27

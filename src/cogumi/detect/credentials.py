@@ -16,8 +16,10 @@ Covered (case-insensitive), each value up to 128 characters:
   secret, private, auth, license, account or shared-access ``key``, in code,
   config, JSON and connection strings (``Password=…;``, ``"AdminPassword":
   "…"``, ``$password = \\"…\\"``);
-- such a name followed by a quoted literal (``password 'pass123'``, Gradle) or
-  by ``is``/``was`` and a quoted literal (``the password is 'Secret123'``);
+- such a name followed by a quoted literal (``password 'pass123'``, Gradle), or
+  by ``is``/``was`` and a quoted literal within a few words (``the password is
+  'Secret123'``, ``the password for user 'postgres' is 'admin'``);
+- ``<add key="…Password" value="…"/>`` (.NET configuration);
 - ``password <value>`` on a ``machine``/``login`` line (netrc);
 - command lines: ``--password <value>``, ``--password=<value>``,
   ``-Password <value>`` and ``-p <value>`` after ``-u <user>``.
@@ -68,11 +70,14 @@ _PATTERNS: Final = tuple(
     for pattern, stems in (
         # name = value / name: value / "name": "value" / name => 'value' / Name=value;
         (_NAME + r"\\?[\"']?[ \t]*(?:=>|:=|=|:)[ \t]*(?:\\?[\"'`])?" + _VALUE, _NAME_STEMS),
-        # name 'value' / the password is "value"
+        # name 'value' / the password is "value" / the password for user 'x' is 'value'
         (
-            r"\b" + _NAME + r"[ \t]+(?:(?:is|was)[ \t]+)?[\"'`](?P<secret>[^\"'`\n]{1,128})[\"'`]",
+            r"\b" + _NAME + r"(?:[ \t](?:[^\n.;]{0,40}?[ \t])?(?:is|was))?[ \t]+"
+            r"[\"'`](?P<secret>[^\"'`\n]{1,128})[\"'`]",
             _NAME_STEMS,
         ),
+        # <add key="SmtpPassword" value="value"/> (.NET configuration)
+        (_NAME + r"[\"'][ \t]+value=[\"'](?P<secret>[^\"'\n]{1,128})[\"']", _NAME_STEMS),
         # netrc: machine host login user password value
         (r"\b(?:machine|login)\b[^\n]*?\bpassword[ \t]+" + _VALUE, ("machine", "login")),
         # --password value, --password=value, -Password value
