@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cogumi.detect import find_secrets, mint_canaries, redact_headers, redact_text
 from cogumi.detect.credentials import credential_spans
-from cogumi.detect.redact import DEFAULT_LIMIT
+from cogumi.detect.redact import DEFAULT_LIMIT, nothing_to_mask
 from cogumi.detect.secrets import scan_all
 from tests.datasets import dataset
 
@@ -147,3 +148,62 @@ def test_redacted_text_holds_nothing_a_second_scan_would_find() -> None:
     left = {k: (scan_all(r), credential_spans(r)) for k, r in redacted.items()}
     assert {k: v for k, v in left.items() if v != ([], [])} == {}
     assert len(texts) > 500
+
+
+def example_groups(seed: int = 7) -> list[list[str]]:
+    """Every Nosey Parker example (secrets and non-secrets), each in groups with
+    others and with ordinary header-like text, and each cut in two at a random place."""
+    lines = (dataset(NOSEY_PARKER) / "secret_examples.jsonl").read_text("utf-8").splitlines()
+    examples = [json.loads(line)["text"] for line in lines]
+    ordinary = ["POST api.example.com/v1/items", "application/json", "", "ok", 'é ✓ \\n "x"', "*/*"]
+    rng = random.Random(seed)
+    groups = []
+    for _ in range(3):
+        shuffled = rng.sample(examples, len(examples))
+        while shuffled:
+            size = rng.randint(1, 6)
+            group, shuffled = shuffled[:size], shuffled[size:]
+            groups.append(rng.sample(group + rng.sample(ordinary, 2), len(group) + 2))
+    for text in examples:
+        cut = rng.randint(0, len(text))
+        groups.append([text[:cut], text[cut:]])
+    return groups
+
+
+def test_one_scan_of_texts_joined_misses_nothing_a_scan_of_each_finds() -> None:
+    """:func:`nothing_to_mask` scans several texts joined; redaction then skips each
+    text's own scan. That is only safe if no text alone holds a find the joined scan
+    misses."""
+    checked = 0
+    for group in example_groups():
+        if any(scan_all(text) or credential_spans(text) for text in group):
+            checked += 1
+            assert not nothing_to_mask(group), group
+        else:
+            assert nothing_to_mask(group) == (not scan_all("\n".join(group)))
+    assert checked > 500
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(st.text(max_size=60), min_size=1, max_size=5),
+    secret=st.sampled_from(KEYS + list(CANARIES.values())),
+    where=st.integers(min_value=0, max_value=4),
+    at=st.integers(min_value=0, max_value=60),
+)
+def test_a_secret_in_any_piece_is_never_clean(
+    pieces: list[str], secret: str, where: int, at: int
+) -> None:
+    index = where % len(pieces)
+    piece = pieces[index]
+    pieces[index] = f"{piece[:at]} {secret} {piece[at:]}"
+    assert not nothing_to_mask(pieces, canaries=frozenset(CANARIES.values()))
+
+
+def test_clean_redaction_only_cuts() -> None:
+    text = "é" * 40_000  # 80,000 UTF-8 bytes
+    assert nothing_to_mask([text])
+    assert redact_text(text, clean=True) == redact_text(text)
+    assert len(redact_text(text, clean=True)[0].encode()) <= DEFAULT_LIMIT
+    headers = [("Authorization", "Bearer opaque"), ("Cookie", "a=1; b=2"), ("Accept", "*/*")]
+    assert redact_headers(headers, clean=True) == redact_headers(headers)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from typing import Any
 
 from sqlalchemy import select
@@ -19,7 +18,7 @@ from cogumi.detect.secrets import scan_all
 from cogumi.events.guard import Guard
 from cogumi.sidecar.core import Exchange, Policy, exchange_event
 from tests.datasets import dataset
-from tests.detect.test_redact import KEYS, NOSEY_PARKER
+from tests.detect.test_redact import KEYS, NOSEY_PARKER, example_groups
 from tests.events.test_fastparse import POLICY, sidecar_events
 from tests.events.test_ingest import batch, http_event, stored
 from tests.events.test_ingest_paths import _STORED, _body, _general, _raw
@@ -179,22 +178,8 @@ def test_one_scan_of_all_an_events_strings_misses_nothing_a_scan_of_each_finds()
     them joined finds something: that scan must not miss what a scan of one finds.
     Checked on every Nosey Parker example, each in groups with others and with
     ordinary text, and cut in two at random places."""
-    lines = (dataset(NOSEY_PARKER) / "secret_examples.jsonl").read_text("utf-8").splitlines()
-    examples = [json.loads(line)["text"] for line in lines]
-    ordinary = ["POST api.example.com/v1/items", "application/json", "", "ok", 'é ✓ \\n "x"']
-    rng = random.Random(7)
-    groups = []
-    for _ in range(3):
-        shuffled = rng.sample(examples, len(examples))
-        while shuffled:
-            size = rng.randint(1, 6)
-            group, shuffled = shuffled[:size], shuffled[size:]
-            groups.append(rng.sample(group + rng.sample(ordinary, 2), len(group) + 2))
-    for text in examples:
-        cut = rng.randint(0, len(text))
-        groups.append([text[:cut], text[cut:]])
     checked = 0
-    for group in groups:
+    for group in example_groups():
         if any(scan_all(text) or credential_spans(text) for text in group):
             checked += 1
             payload = {"notes": group[:-1], group[-1]: 1}  # values and a key

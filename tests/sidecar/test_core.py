@@ -23,6 +23,8 @@ from cogumi.sidecar.core import (
     parse_authority,
     policy_event,
 )
+from tests.datasets import dataset
+from tests.detect.test_redact import NOSEY_PARKER
 
 SECRET = "sk-proj-Q7rT2vX9kL4mN8pB3cF6hJ1wZ5yA0dE2gH4jK6mP8sU0wY"
 POLICY = Policy(
@@ -193,3 +195,34 @@ def test_events_carry_the_canonical_hash_of_their_payload() -> None:
     ex.request_body.add("ünïcode body \x00 with a NUL and \ud800".encode("utf-8", "surrogatepass"))
     event = exchange_event(ex, POLICY)
     assert event["integrity_hash"] == integrity_hash(event["payload_redacted"])
+
+
+def test_the_one_scan_shortcut_changes_no_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exchange whose texts hold nothing to mask skips their scans
+    (:func:`cogumi.detect.redact.nothing_to_mask`). Every Nosey Parker example, put
+    in turn in the path, a header, a credential header and each body, gives the
+    same event as with every text scanned on its own."""
+    lines = (dataset(NOSEY_PARKER) / "secret_examples.jsonl").read_text("utf-8").splitlines()
+    examples = [json.loads(line)["text"] for line in lines]
+    placements = [
+        lambda text: exchange(path="/v1/items?q=" + text.replace("\n", " ")),
+        lambda text: exchange(request_headers=[("Host", "a.example"), ("X-Note", text)]),
+        lambda text: exchange(response_headers=[("Set-Cookie", f"s={text}"), ("Via", "x")]),
+        lambda text: exchange(request_body=preview_of(text)),
+        lambda text: exchange(response_body=preview_of(text), request_headers=[]),
+    ]
+    events = []
+    for index, text in enumerate(examples):
+        ex = placements[index % len(placements)](text)
+        events.append((ex, exchange_event(ex, POLICY)))
+    shortcut_taken = sum(not event["matches"] for _, event in events)
+    monkeypatch.setattr(core, "nothing_to_mask", lambda texts: False)
+    for ex, event in events:
+        assert exchange_event(ex, POLICY) == event
+    assert shortcut_taken > 50  # both ways were taken
+
+
+def preview_of(text: str) -> Preview:
+    preview = Preview()
+    preview.add(text.encode("utf-8"))
+    return preview

@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-import ahocorasick
+import ahocorasick_rs
 
 CREDENTIAL_LABEL: Final = "[REDACTED:CREDENTIAL]"
 
@@ -88,19 +88,21 @@ _PATTERNS: Final = tuple(
 )
 
 
-def _automaton() -> ahocorasick.Automaton:
-    """Every pattern's start literals in one Aho-Corasick automaton: one pass over a
-    text finds where any pattern can start (most texts have no such place)."""
-    automaton = ahocorasick.Automaton()
+def _stems() -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Every start literal with the indexes of the patterns it can start."""
+    by_stem: dict[str, tuple[int, ...]] = {}
     for index, (_, stems) in enumerate(_PATTERNS):
         for stem in stems:
-            entry = automaton.get(stem) if stem in automaton else (len(stem) - 1, stem, ())
-            automaton.add_word(stem, (entry[0], stem, (*entry[2], index)))
-    automaton.make_automaton()
-    return automaton
+            by_stem[stem] = (*by_stem.get(stem, ()), index)
+    return tuple(by_stem.items())
 
 
-_STARTS: Final = _automaton()
+_STEMS: Final = _stems()
+_STARTS: Final = ahocorasick_rs.AhoCorasick(
+    [stem for stem, _ in _STEMS], implementation=ahocorasick_rs.Implementation.DFA
+)
+"""Every pattern's start literals in one Aho-Corasick automaton: one pass over a
+text finds where any pattern can start (most texts have no such place)."""
 _LABEL: Final = re.compile(r"\[REDACTED:[^\]\n]*\]")
 
 
@@ -111,8 +113,8 @@ def credential_spans(text: str) -> list[tuple[int, int]]:
         low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
     labels = [m.span() for m in _LABEL.finditer(text)] if "[redacted:" in low else []
     spans: set[tuple[int, int]] = set()
-    for end, (back, stem, indexes) in _STARTS.iter(low):
-        pos = end - back
+    for stem_index, pos, _ in _STARTS.find_matches_as_indexes(low, overlapping=True):
+        stem, indexes = _STEMS[stem_index]
         if labels and any(start <= pos < stop for start, stop in labels):
             continue  # "[REDACTED:SLACK_TOKEN:xoxp-…]" names a kind; it assigns nothing
         # "--password": the stem "-pass" is found one past the match's start

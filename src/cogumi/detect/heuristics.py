@@ -128,17 +128,18 @@ def looks_random(value: str, *, min_ratio: float = 0.8) -> bool:
     return shannon_entropy(value) >= min_ratio * ceiling
 
 
-_ANY_DIGIT = re.compile(r"[0-9]")
+_DIGIT_BYTES = b"0123456789"
 _LONG = 96  # from this length, three whole-string C passes beat building the set
 
 
 def char_classes(value: str) -> int:
     """How many of ASCII lower case, upper case and digits ``value`` mixes."""
-    if len(value) >= _LONG and value.isascii():  # a 1 KB token: 1–4 µs instead of 8
+    if len(value) >= _LONG and value.isascii():  # a 1 KB token: about 1 µs instead of 8
+        raw = value.encode("ascii")
         return (
-            (value.upper() != value)
-            + (value.lower() != value)
-            + (_ANY_DIGIT.search(value) is not None)
+            (raw.upper() != raw)
+            + (raw.lower() != raw)
+            + (len(raw.translate(None, _DIGIT_BYTES)) != len(raw))
         )
     chars = set(value)
     return (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Sequence
+from functools import lru_cache
 
 from cogumi.detect.credentials import CREDENTIAL_LABEL, credential_spans
 from cogumi.detect.match import SecretMatch
@@ -92,19 +93,41 @@ def mask(
     return "".join(out)
 
 
+def scan_window(text: str, limit: int = DEFAULT_LIMIT) -> str:
+    """The part of ``text`` that :func:`redact_text` with this ``limit`` scans."""
+    return text[: limit + SCAN_MARGIN]
+
+
+def nothing_to_mask(texts: Iterable[str], *, canaries: Collection[str] = ()) -> bool:
+    """True when one scan of ``texts`` joined by newlines finds neither a secret nor a
+    credential: then a scan of each alone finds nothing either, and redacting them
+    with ``clean=True`` skips their scans. Several small texts (header values, a
+    path) cost one scan instead of one each; ``tests/detect/test_redact.py`` holds
+    the premise on every Nosey Parker example, grouped and cut."""
+    joined = "\n".join(texts)
+    return not scan_all(joined, canaries=canaries) and not credential_spans(joined)
+
+
 def redact_text(
-    text: str, *, canaries: Collection[str] = (), limit: int = DEFAULT_LIMIT
+    text: str, *, canaries: Collection[str] = (), limit: int = DEFAULT_LIMIT, clean: bool = False
 ) -> tuple[str, list[SecretMatch]]:
     """Mask every secret and every credential given by name (:mod:`credentials`), then
-    cut to ``limit`` UTF-8 bytes; returns the matches found (credentials make none)."""
-    window = text[: limit + SCAN_MARGIN]
+    cut to ``limit`` UTF-8 bytes; returns the matches found (credentials make none).
+
+    ``clean=True`` says :func:`nothing_to_mask` already found nothing in
+    :func:`scan_window` of ``text``: it is only cut."""
+    window = scan_window(text, limit)
+    if clean:
+        return truncate_utf8(window, limit), []
     everything = scan_all(window, canaries=canaries)
     masked = mask(window, everything, credential_spans(window))
     return truncate_utf8(masked, limit), select(everything)
 
 
+@lru_cache(maxsize=1024)
 def is_sensitive_header(name: str) -> bool:
-    """Headers whose value is a credential by definition, whatever it looks like."""
+    """Headers whose value is a credential by definition, whatever it looks like.
+    Cached: a proxy sees the same few header names over and over."""
     low = name.strip().lower()
     return low in SENSITIVE_HEADERS or any(word in low for word in _SENSITIVE_WORDS)
 
@@ -118,13 +141,13 @@ def _opaque(value: str, found: list[SecretMatch], offset: int = 0) -> str:
 
 
 def _redact_sensitive(
-    name: str, value: str, canaries: Collection[str]
+    name: str, value: str, canaries: Collection[str], clean: bool
 ) -> tuple[str, list[SecretMatch]]:
     """Authorization keeps its scheme (``Bearer [REDACTED:JWT:eyJ…x1]``), cookies their names.
     Returns the masked value and every hit in it."""
     value = value.strip()
     low = name.strip().lower()
-    found = scan_all(value, canaries=canaries)
+    found = [] if clean else scan_all(value, canaries=canaries)
     if low in {"authorization", "proxy-authorization"}:
         parts = _AUTH_SCHEME.match(value)
         if parts is not None:
@@ -136,21 +159,23 @@ def _redact_sensitive(
 
 
 def redact_headers(
-    headers: Iterable[tuple[str, str]], *, canaries: Collection[str] = ()
+    headers: Iterable[tuple[str, str]], *, canaries: Collection[str] = (), clean: bool = False
 ) -> tuple[list[tuple[str, str]], list[SecretMatch]]:
     """Mask credential headers whole and secrets inside all other header values.
 
     Header names stay as they are (they are evidence: *which* credential was
-    sent); cookie names stay too, their values go.
+    sent); cookie names stay too, their values go. ``clean=True`` says
+    :func:`nothing_to_mask` found nothing in the values' :func:`scan_window`:
+    credential headers are still masked whole, nothing is scanned.
     """
     out: list[tuple[str, str]] = []
     matches: list[SecretMatch] = []
     for name, value in headers:
         if is_sensitive_header(name):
-            masked, everything = _redact_sensitive(name, value, canaries)
+            masked, everything = _redact_sensitive(name, value, canaries, clean)
             found = select(everything)  # find_secrets of the same text, without a second scan
         else:
-            masked, found = redact_text(value, canaries=canaries)
+            masked, found = redact_text(value, canaries=canaries, clean=clean)
         out.append((name, masked))
         matches.extend(found)
     return out, matches

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Iterator
 
-import ahocorasick
+import ahocorasick_rs
 
 from cogumi.detect.canaries import find_canaries
 from cogumi.detect.entropy import find_high_entropy, find_private_keys
@@ -30,17 +30,12 @@ HIGH_ENTROPY = "HIGH_ENTROPY"
 __all__ = ["CANARY", "HIGH_ENTROPY", "SecretMatch", "find_secrets", "scan_all", "select"]
 
 
-def _automaton() -> ahocorasick.Automaton:
-    """Every rule anchor in one Aho-Corasick automaton: one pass over a text finds
-    all their occurrences, however many rules there are."""
-    automaton = ahocorasick.Automaton()
-    for anchor in sorted({a for rule in RULES for a in rule.anchors}):
-        automaton.add_word(anchor, (len(anchor) - 1, anchor))
-    automaton.make_automaton()
-    return automaton
-
-
-_ANCHORS = _automaton()
+_ANCHOR_LIST: tuple[str, ...] = tuple(sorted({a for rule in RULES for a in rule.anchors}))
+_ANCHORS = ahocorasick_rs.AhoCorasick(
+    _ANCHOR_LIST, implementation=ahocorasick_rs.Implementation.DFA
+)
+"""Every rule anchor in one Aho-Corasick automaton: one pass over a text finds all
+their occurrences, however many rules there are (a DFA: about 2 ns a character)."""
 
 
 def _rules_by_anchor() -> dict[str, tuple[int, ...]]:
@@ -59,8 +54,8 @@ _RULES_OF = _rules_by_anchor()
 def _anchor_occurrences(low: str) -> dict[str, list[int]]:
     """Start positions of every anchor occurrence (overlaps included), in text order."""
     found: dict[str, list[int]] = {}
-    for end, (back, anchor) in _ANCHORS.iter(low):
-        found.setdefault(anchor, []).append(end - back)
+    for index, start, _ in _ANCHORS.find_matches_as_indexes(low, overlapping=True):
+        found.setdefault(_ANCHOR_LIST[index], []).append(start)
     return found
 
 

@@ -34,7 +34,7 @@ from typing import Any
 from cogumi import __version__
 from cogumi.detect.credentials import credential_spans
 from cogumi.detect.match import SecretMatch
-from cogumi.detect.redact import mask
+from cogumi.detect.redact import mask, nothing_to_mask
 from cogumi.detect.secrets import scan_all, select
 
 CREDENTIAL = "CREDENTIAL"  # the kind counted for a credential given by name
@@ -87,8 +87,7 @@ class Guard:
         """The event with every secret masked, or ``None`` when it held none."""
         texts = [*_strings(payload), path or "", error or ""]
         texts += [t for m in matches for t in (m["kind"], m["preview"])]
-        joined = "\n".join(texts)  # one scan of everything instead of one per string
-        if not scan_all(joined) and not credential_spans(joined):
+        if nothing_to_mask(texts):  # one scan of everything instead of one per string
             return None
         found = _Found()
         payload_out = _walk(payload, found)

@@ -22,7 +22,7 @@ from typing import Any, Final
 import msgspec
 
 from cogumi.detect.destinations import DestinationClass, DestinationRules, classify
-from cogumi.detect.redact import redact_headers, redact_text
+from cogumi.detect.redact import nothing_to_mask, redact_headers, redact_text, scan_window
 from cogumi.detect.secrets import SecretMatch
 
 SCHEMA_VERSION = 1
@@ -222,10 +222,15 @@ def _decode(preview: Preview) -> str:
     return text
 
 
-def _redacted_body(preview: Preview) -> tuple[str, list[SecretMatch]]:
+def _body_limit(preview: Preview) -> int:
+    return preview.limit + 1024
+
+
+def _redacted_body(preview: Preview, text: str, clean: bool) -> tuple[str, list[SecretMatch]]:
+    """The body preview (``text``, :func:`_decode` of it) redacted and cut."""
     if preview.total == 0:
         return "", []
-    text, matches = redact_text(_decode(preview), limit=preview.limit + 1024)
+    text, matches = redact_text(text, limit=_body_limit(preview), clean=clean)
     if preview.truncated:
         text += f"\n[… truncated, {preview.total} bytes in total]"
     return text, matches
@@ -271,11 +276,22 @@ def _summary(ex: Exchange, target: str) -> str:
 def exchange_event(ex: Exchange, policy: Policy) -> dict[str, Any]:
     """The one event an exchange produces, in the CONTRACTS.md shape."""
     ex.finish()
-    path, path_matches = redact_text(ex.path, limit=PATH_LIMIT)
-    req_headers, req_header_matches = redact_headers(ex.request_headers)
-    resp_headers, resp_header_matches = redact_headers(ex.response_headers)
-    req_body, req_body_matches = _redacted_body(ex.request_body)
-    resp_body, resp_body_matches = _redacted_body(ex.response_body)
+    req_text = _decode(ex.request_body) if ex.request_body.total else ""
+    resp_text = _decode(ex.response_body) if ex.response_body.total else ""
+    clean = nothing_to_mask(  # most exchanges hold no secret: one scan then says so
+        [
+            scan_window(ex.path, PATH_LIMIT),
+            *(scan_window(v) for _, v in ex.request_headers),
+            *(scan_window(v) for _, v in ex.response_headers),
+            scan_window(req_text, _body_limit(ex.request_body)),
+            scan_window(resp_text, _body_limit(ex.response_body)),
+        ]
+    )
+    path, path_matches = redact_text(ex.path, limit=PATH_LIMIT, clean=clean)
+    req_headers, req_header_matches = redact_headers(ex.request_headers, clean=clean)
+    resp_headers, resp_header_matches = redact_headers(ex.response_headers, clean=clean)
+    req_body, req_body_matches = _redacted_body(ex.request_body, req_text, clean)
+    resp_body, resp_body_matches = _redacted_body(ex.response_body, resp_text, clean)
     classification = _classify(ex.host, policy.rules)
     target = f"{ex.host}:{ex.port}" if ex.is_tunnel or ex.port != 80 else ex.host
     payload: dict[str, Any] = {
