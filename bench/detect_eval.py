@@ -69,6 +69,12 @@ KIND_OF_RULE: dict[str, set[str]] = {
     "Credentials in PostgreSQL Connection URI": {"URL_CREDENTIALS"},
     "Microsoft Teams Webhook": {"TEAMS_WEBHOOK"},
     "Twitch Stream Key": {"TWITCH_STREAM_KEY"},
+    "Azure DevOps Personal Access Token": {"AZURE_DEVOPS_PAT"},
+    "Grafana API Token": {"GRAFANA_KEY"},
+    "ThingsBoard Access Token": {"THINGSBOARD_TOKEN"},
+    "Salesforce Access Token": {"SALESFORCE_TOKEN"},
+    "CodeClimate Reporter ID": {"CODECLIMATE_TOKEN"},
+    "Sourcegraph Access Token": {"SOURCEGRAPH_TOKEN"},
 }
 """Nosey Parker rule name -> the kinds this detector should report for its positives."""
 

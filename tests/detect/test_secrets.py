@@ -193,3 +193,66 @@ def test_sonarqube_tokens_are_found_by_their_name(text: str) -> None:
     (match,) = find_secrets(text)
     assert (match.kind, match.confidence) == ("SONARQUBE_TOKEN", 0.8)
     assert find_secrets("sonar is 5524bf449ca45fcace54698371466398321f3a82") == []
+
+
+def _b64_json(obj: dict[str, object]) -> str:
+    return base64.b64encode(json.dumps(obj, separators=(",", ":")).encode()).decode()
+
+
+_AZDO = "Q7rT2vX9kL4mN8pB3cF6hJ1wZ5yA0dE2gH4jK6mP8sU0wYQ7rT2vJQQJ99BKACAAAAAx4mR9AAASAZDO7fQ2"
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "confidence"),
+    [
+        (f'azure_devops_pat = "{_AZDO}"', "AZURE_DEVOPS_PAT", 0.9),
+        (
+            "GrafanaClient('"
+            + _b64_json({"k": "Zq8vN3xR7tL2mW9pK4cY6hB1dF5gJ0sA", "n": "ci", "id": 1})
+            + "')",
+            "GRAFANA_KEY",
+            0.85,
+        ),
+        (
+            "POST https://thingsboard.cloud/api/v1/a8Kq2Zx7Lm4Pw9Rt3Yv6/telemetry",
+            "THINGSBOARD_TOKEN",
+            0.8,
+        ),
+        (
+            "sf session 00DQ7rT2vX9kL4m!AQ8AQ"
+            + "Xq3vT9bLm2Pz8Rk4Wn7Yc1Hd6Jf0Gs5Qa2Ue8Io4Ly9Tb3N" * 2,
+            "SALESFORCE_TOKEN",
+            0.85,
+        ),
+        (
+            "CC_TEST_REPORTER_ID: 7d1c9a4e2b7f4d7e9a512f0f3c9b6e11e3b0c44298fc1c149afbf4c8996fb924",
+            "CODECLIMATE_TOKEN",
+            0.75,
+        ),
+        (
+            "access token sgp_local_5f3c9b6e11e3b0c44298fc1c149afbf4c8996fb9",
+            "SOURCEGRAPH_TOKEN",
+            0.95,
+        ),
+    ],
+)
+def test_vendor_formats_found_whole(text: str, kind: str, confidence: float) -> None:
+    (match,) = find_secrets(text)
+    assert (match.kind, match.confidence) == (kind, confidence)
+    assert text[match.end :].startswith(("", '"', "'", "/")) and match.end - match.start >= 20
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a Power BI report link: base64 of {"k":…} too, without a key's "n" and "id"
+        "https://app.powerbi.com/view?r="
+        + _b64_json({"k": "a6c197b1-348b-4529-8ad2-6e20de9900de", "t": "72f988bf", "c": 5}),
+        _AZDO + "Z",  # 85 characters: not the format
+        "https://thingsboard.cloud/api/v1/devices/telemetry",
+        "org id 00D5f000000ABCDEAQ is an identifier",
+        "CC_TEST_REPORTER_ID: 3b335d612137949d2f21fcc6c8c8164db7603227",
+    ],
+)
+def test_vendor_format_look_alikes_are_not_reported(text: str) -> None:
+    assert [m.kind for m in find_secrets(text) if m.confidence >= 0.5] == []

@@ -78,8 +78,19 @@ _PATTERNS: Final = tuple(
         ),
         # <add key="SmtpPassword" value="value"/> (.NET configuration)
         (_NAME + r"[\"'][ \t]+value=[\"'](?P<secret>[^\"'\n]{1,128})[\"']", _NAME_STEMS),
-        # netrc: machine host login user password value
+        # netrc: machine host login user password value, on one line or on several
         (r"\b(?:machine|login)\b[^\n]*?\bpassword[ \t]+" + _VALUE, ("machine", "login")),
+        (
+            r"\bmachine[ \t]+\S+[ \t]*\n(?:[ \t]*(?:login|account)[ \t]+\S+[ \t]*\n){0,2}"
+            r"[ \t]*password[ \t]+" + _VALUE,
+            ("machine",),
+        ),
+        # new DirectoryEntry("LDAP://host", "user", "password") (.NET, PowerShell)
+        (
+            r"DirectoryEntry\([ \t]*\"[^\"\n]*\"[ \t]*,\s*\"[^\"\n]*\"[ \t]*,\s*"
+            r"\"(?P<secret>[^\"\n]{1,128})\"",
+            ("directoryentry(",),
+        ),
         # --password value, --password=value, -Password value
         (r"(?<!\S)--?pass(?:word)?(?:[ \t]+|=)[\"']?" + _VALUE, ("-pass",)),
         # -u user -p value (PsExec and the like)

@@ -90,6 +90,17 @@ def _random(min_ratio: float) -> Check:
     return check
 
 
+def _grafana(value: str, base: float) -> float | None:
+    """A Grafana API key is base64 of ``{"k":…,"n":…,"id":…}``; other ``{"k":`` blobs
+    (a Power BI report link, say) are not keys."""
+    body = value[: len(value) // 4 * 4]
+    try:
+        text = base64.b64decode(body).decode("ascii", "replace")
+    except (ValueError, binascii.Error):
+        return None
+    return base if '"n":' in text and '"id"' in text else None
+
+
 def _b64_pem(value: str, base: float) -> float | None:
     """Base64 of ``-----BEGIN ... PRIVATE KEY-----``: decode the head to be sure."""
     head = value[:80]
@@ -295,7 +306,7 @@ RULES: tuple[Rule, ...] = (
     _rule("NUGET_KEY", r"(?P<secret>(?P<pub>oy2)[a-z0-9]{43})" + _E, ("oy2",), 0.8),
     _rule(
         "SOURCEGRAPH_TOKEN",
-        r"(?P<secret>(?P<pub>sgp_)(?:[a-f0-9]{16}_)?[a-f0-9]{40})" + _E,
+        r"(?P<secret>(?P<pub>sgp_)(?:local_|[a-f0-9]{16}_)?[a-f0-9]{40})" + _E,
         ("sgp_",),
         0.95,
     ),
@@ -399,6 +410,39 @@ RULES: tuple[Rule, ...] = (
         at_anchor=False,
     ),
     _rule("OKTA_TOKEN", r"\bSSWS\s+(?P<secret>00[A-Za-z0-9_-]{40})" + _E, ("ssws",), 0.9),
+    _rule(  # Azure DevOps PAT (2024 format): 84 characters, "AZDO" at 77-80
+        "AZURE_DEVOPS_PAT",
+        r"(?<![A-Za-z0-9])(?P<secret>[A-Za-z0-9]{76}AZDO[A-Za-z0-9]{4})" + _E,
+        ("azdo",),
+        0.9,
+        at_anchor=False,
+    ),
+    _rule(  # Grafana API key (before service accounts): base64 of {"k":"...","n":...}
+        "GRAFANA_KEY",
+        r"(?P<secret>(?P<pub>eyJrIjoi)[A-Za-z0-9+/]{40,}={0,2})(?![A-Za-z0-9+/=_.-])",
+        ("eyjrijoi",),
+        0.85,
+        _grafana,
+    ),
+    _rule(  # a device access token in a ThingsBoard telemetry URL
+        "THINGSBOARD_TOKEN",
+        r"thingsboard\.cloud/api/v1/(?P<secret>[A-Za-z0-9]{20})/",
+        ("thingsboard.cloud/api/v1/",),
+        0.8,
+    ),
+    _rule(  # Salesforce session/access token: org id, "!", then the session part
+        "SALESFORCE_TOKEN",
+        r"(?P<secret>(?P<pub>00D)[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?![A-Za-z0-9._]{80,})" + _E,
+        ("00d",),
+        0.85,
+    ),
+    _rule(  # Code Climate test reporter id / repo token: 64 hex digits given by name
+        "CODECLIMATE_TOKEN",
+        r"(?i:cc_test_reporter_id|codeclimate_repo_token)[\"'\s:=]{1,6}(?P<secret>[0-9a-f]{64})"
+        + _E,
+        ("cc_test_reporter_id", "codeclimate_repo_token"),
+        0.75,
+    ),
     _rule(  # a SonarQube/SonarCloud token: 40 hex digits given as sonar.login or the like
         "SONARQUBE_TOKEN",
         r"(?i:sonar)[A-Za-z0-9_.-]{0,5}(?i:login|token)[\"'\s:=,]{1,6}(?<![A-Za-z0-9])"
