@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -199,24 +200,34 @@ def test_events_carry_the_canonical_hash_of_their_payload() -> None:
 
 def test_the_one_scan_shortcut_changes_no_event(monkeypatch: pytest.MonkeyPatch) -> None:
     """An exchange whose texts hold nothing to mask skips their scans
-    (:func:`cogumi.detect.redact.nothing_to_mask`). Every Nosey Parker example, put
+    (:func:`cogumi.detect.redact.needing_scan`). Every Nosey Parker example, put
     in turn in the path, a header, a credential header and each body, gives the
     same event as with every text scanned on its own."""
     lines = (dataset(NOSEY_PARKER) / "secret_examples.jsonl").read_text("utf-8").splitlines()
     examples = [json.loads(line)["text"] for line in lines]
-    placements = [
-        lambda text: exchange(path="/v1/items?q=" + text.replace("\n", " ")),
-        lambda text: exchange(request_headers=[("Host", "a.example"), ("X-Note", text)]),
-        lambda text: exchange(response_headers=[("Set-Cookie", f"s={text}"), ("Via", "x")]),
-        lambda text: exchange(request_body=preview_of(text)),
-        lambda text: exchange(response_body=preview_of(text), request_headers=[]),
-    ]
+    placements: list[Callable[[str, str], Exchange]] = [
+        lambda text, _: exchange(path="/v1/items?q=" + text.replace("\n", " ")),
+        lambda text, _: exchange(request_headers=[("Host", "a.example"), ("X-Note", text)]),
+        lambda text, _: exchange(response_headers=[("Set-Cookie", f"s={text}"), ("Via", "x")]),
+        lambda text, _: exchange(request_body=preview_of(text)),
+        lambda text, _: exchange(response_body=preview_of(text), request_headers=[]),
+        # two examples in two places: one may need its own scan, the other not
+        lambda text, other: exchange(
+            request_headers=[("Host", "a.example"), ("X-Note", other.replace("\n", " "))],
+            response_body=preview_of(text),
+        ),
+        lambda text, other: exchange(
+            path="/q?" + other.replace("\n", " "), request_body=preview_of(text),
+            response_headers=[("Content-Type", "text/plain"), ("X-Trace", text[:200])],
+        ),
+    ]  # fmt: skip
     events = []
     for index, text in enumerate(examples):
-        ex = placements[index % len(placements)](text)
+        other = examples[(index * 7 + 3) % len(examples)]
+        ex = placements[index % len(placements)](text, other)
         events.append((ex, exchange_event(ex, POLICY)))
     shortcut_taken = sum(not event["matches"] for _, event in events)
-    monkeypatch.setattr(core, "nothing_to_mask", lambda texts: False)
+    monkeypatch.setattr(core, "needing_scan", lambda texts: set(range(len(texts))))
     for ex, event in events:
         assert exchange_event(ex, POLICY) == event
     assert shortcut_taken > 50  # both ways were taken

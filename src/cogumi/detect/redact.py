@@ -8,6 +8,7 @@ bounds the work per event however large the body is.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Collection, Iterable, Sequence
 from functools import lru_cache
 
@@ -98,14 +99,34 @@ def scan_window(text: str, limit: int = DEFAULT_LIMIT) -> str:
     return text[: limit + SCAN_MARGIN]
 
 
-def nothing_to_mask(texts: Iterable[str], *, canaries: Collection[str] = ()) -> bool:
-    """True when one scan of ``texts`` joined by newlines finds neither a secret nor a
-    credential: then a scan of each alone finds nothing either, and redacting them
-    with ``clean=True`` skips their scans. Several small texts (header values, a
-    path) cost one scan instead of one each; ``tests/detect/test_redact.py`` holds
-    the premise on every Nosey Parker example, grouped and cut."""
+def needing_scan(texts: Sequence[str], *, canaries: Collection[str] = ()) -> set[int]:
+    """The indexes of ``texts`` that may hold something to mask, from one scan of them
+    all joined by newlines: those a find of that scan overlaps. A text outside the
+    set holds nothing a scan of it alone would find, and redacting it with
+    ``clean=True`` skips its scan. Several texts (header values, a path, bodies)
+    cost one scan instead of one each, and a secret in one of them costs a second
+    scan of that one only; ``tests/detect/test_redact.py`` holds the premise on every
+    Nosey Parker example, grouped and cut."""
     joined = "\n".join(texts)
-    return not scan_all(joined, canaries=canaries) and not credential_spans(joined)
+    spans = [(m.start, m.end) for m in scan_all(joined, canaries=canaries)]
+    spans += credential_spans(joined)
+    if not spans:
+        return set()
+    starts, offset = [], 0
+    for text in texts:
+        starts.append(offset)
+        offset += len(text) + 1
+    dirty: set[int] = set()
+    for start, end in spans:  # the texts [start, end) overlaps
+        first = max(bisect_right(starts, start) - 1, 0)
+        last = max(bisect_right(starts, max(end - 1, start)) - 1, 0)
+        dirty.update(range(first, last + 1))
+    return dirty
+
+
+def nothing_to_mask(texts: Sequence[str], *, canaries: Collection[str] = ()) -> bool:
+    """True when :func:`needing_scan` finds no text that may hold something to mask."""
+    return not needing_scan(texts, canaries=canaries)
 
 
 def redact_text(
@@ -114,8 +135,8 @@ def redact_text(
     """Mask every secret and every credential given by name (:mod:`credentials`), then
     cut to ``limit`` UTF-8 bytes; returns the matches found (credentials make none).
 
-    ``clean=True`` says :func:`nothing_to_mask` already found nothing in
-    :func:`scan_window` of ``text``: it is only cut."""
+    ``clean=True`` says :func:`needing_scan` left out :func:`scan_window` of
+    ``text``: it is only cut."""
     window = scan_window(text, limit)
     if clean:
         return truncate_utf8(window, limit), []
@@ -141,13 +162,13 @@ def _opaque(value: str, found: list[SecretMatch], offset: int = 0) -> str:
 
 
 def _redact_sensitive(
-    name: str, value: str, canaries: Collection[str], clean: bool
+    name: str, value: str, canaries: Collection[str]
 ) -> tuple[str, list[SecretMatch]]:
     """Authorization keeps its scheme (``Bearer [REDACTED:JWT:eyJ…x1]``), cookies their names.
     Returns the masked value and every hit in it."""
     value = value.strip()
     low = name.strip().lower()
-    found = [] if clean else scan_all(value, canaries=canaries)
+    found = scan_all(value, canaries=canaries)
     if low in {"authorization", "proxy-authorization"}:
         parts = _AUTH_SCHEME.match(value)
         if parts is not None:
@@ -165,14 +186,14 @@ def redact_headers(
 
     Header names stay as they are (they are evidence: *which* credential was
     sent); cookie names stay too, their values go. ``clean=True`` says
-    :func:`nothing_to_mask` found nothing in the values' :func:`scan_window`:
-    credential headers are still masked whole, nothing is scanned.
+    :func:`needing_scan` left out the :func:`scan_window` of the values of the
+    other headers: only credential headers are scanned.
     """
     out: list[tuple[str, str]] = []
     matches: list[SecretMatch] = []
     for name, value in headers:
         if is_sensitive_header(name):
-            masked, everything = _redact_sensitive(name, value, canaries, clean)
+            masked, everything = _redact_sensitive(name, value, canaries)
             found = select(everything)  # find_secrets of the same text, without a second scan
         else:
             masked, found = redact_text(value, canaries=canaries, clean=clean)

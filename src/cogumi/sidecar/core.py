@@ -22,7 +22,13 @@ from typing import Any, Final
 import msgspec
 
 from cogumi.detect.destinations import DestinationClass, DestinationRules, classify
-from cogumi.detect.redact import nothing_to_mask, redact_headers, redact_text, scan_window
+from cogumi.detect.redact import (
+    is_sensitive_header,
+    needing_scan,
+    redact_headers,
+    redact_text,
+    scan_window,
+)
 from cogumi.detect.secrets import SecretMatch
 
 SCHEMA_VERSION = 1
@@ -227,7 +233,7 @@ def _body_limit(preview: Preview) -> int:
 
 
 def _redacted_body(preview: Preview, text: str, clean: bool) -> tuple[str, list[SecretMatch]]:
-    """The body preview (``text``, :func:`_decode` of it) redacted and cut."""
+    """The body preview (``text`` is :func:`_decode` of it) redacted and cut."""
     if preview.total == 0:
         return "", []
     text, matches = redact_text(text, limit=_body_limit(preview), clean=clean)
@@ -276,22 +282,30 @@ def _summary(ex: Exchange, target: str) -> str:
 def exchange_event(ex: Exchange, policy: Policy) -> dict[str, Any]:
     """The one event an exchange produces, in the CONTRACTS.md shape."""
     ex.finish()
+    # One scan of the path, the ordinary header values and the bodies joined says which
+    # of them may hold something to mask (most exchanges: none); only those are scanned
+    # again. Credential headers, masked whole but whose matches are evidence, are
+    # scanned on their own.
     req_text = _decode(ex.request_body) if ex.request_body.total else ""
     resp_text = _decode(ex.response_body) if ex.response_body.total else ""
-    clean = nothing_to_mask(  # most exchanges hold no secret: one scan then says so
-        [
-            scan_window(ex.path, PATH_LIMIT),
-            *(scan_window(v) for _, v in ex.request_headers),
-            *(scan_window(v) for _, v in ex.response_headers),
-            scan_window(req_text, _body_limit(ex.request_body)),
-            scan_window(resp_text, _body_limit(ex.response_body)),
-        ]
-    )
-    path, path_matches = redact_text(ex.path, limit=PATH_LIMIT, clean=clean)
-    req_headers, req_header_matches = redact_headers(ex.request_headers, clean=clean)
-    resp_headers, resp_header_matches = redact_headers(ex.response_headers, clean=clean)
-    req_body, req_body_matches = _redacted_body(ex.request_body, req_text, clean)
-    resp_body, resp_body_matches = _redacted_body(ex.response_body, resp_text, clean)
+    req_plain = [v for n, v in ex.request_headers if not is_sensitive_header(n)]
+    resp_plain = [v for n, v in ex.response_headers if not is_sensitive_header(n)]
+    texts = [
+        scan_window(ex.path, PATH_LIMIT),
+        scan_window(req_text, _body_limit(ex.request_body)),
+        scan_window(resp_text, _body_limit(ex.response_body)),
+        *(scan_window(v) for v in req_plain),
+        *(scan_window(v) for v in resp_plain),
+    ]
+    dirty = needing_scan(texts)
+    headers_from = 3 + len(req_plain)
+    req_clean = dirty.isdisjoint(range(3, headers_from))
+    resp_clean = dirty.isdisjoint(range(headers_from, len(texts)))
+    path, path_matches = redact_text(ex.path, limit=PATH_LIMIT, clean=0 not in dirty)
+    req_headers, req_header_matches = redact_headers(ex.request_headers, clean=req_clean)
+    resp_headers, resp_header_matches = redact_headers(ex.response_headers, clean=resp_clean)
+    req_body, req_body_matches = _redacted_body(ex.request_body, req_text, 1 not in dirty)
+    resp_body, resp_body_matches = _redacted_body(ex.response_body, resp_text, 2 not in dirty)
     classification = _classify(ex.host, policy.rules)
     target = f"{ex.host}:{ex.port}" if ex.is_tunnel or ex.port != 80 else ex.host
     payload: dict[str, Any] = {
