@@ -145,7 +145,7 @@ def token_spans(text: str) -> Iterator[tuple[int, int]]:
     while (start := classes.find(_RUN, pos)) >= 0:
         space, equal = classes.find(b" ", start), classes.find(b"=", start)
         end = min(i for i in (space, equal, size) if i >= 0)
-        pads = 0
+        pads = 0  # "=" after the run, counted up to 3 (more than 2: no token)
         while pads < 3 and end + pads < size and classes[end + pads] == 0x3D:  # "="
             pads += 1
         after = end + pads
@@ -155,8 +155,7 @@ def token_spans(text: str) -> Iterator[tuple[int, int]]:
             and (after == size or classes[after] != 0x61)  # "a"
         ):
             yield start, after
-        pos = after if pads <= 2 else end + pads
-    return
+        pos = after
 
 
 def find_high_entropy(text: str) -> Iterator[Hit]:
