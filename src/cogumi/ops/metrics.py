@@ -36,7 +36,7 @@ RUN_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 900, 1800)
 # The reasons `cogumi sidecar` and `cogumi sink` count drops under (docs/sidecar.md).
 SIDECAR_DROP_REASONS = frozenset(
     {"throttled", "buffer_full", "auth_rejected", "rejected_by_api", "dropped_by_api",
-     "shutdown", "unspecified"}
+     "shutdown", "build_failed", "unspecified"}
 )  # fmt: skip
 
 
