@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from cogumi.detect import secrets
+from cogumi.detect.credentials import credential_spans
 from cogumi.detect.match import SecretMatch
+from cogumi.detect.redact import scan_and_credentials
 from cogumi.detect.rules import RULES
 from tests.datasets import dataset
 
@@ -24,7 +29,7 @@ HEADER_LIKE = [
 
 
 def reference_scan(text: str) -> list[SecretMatch]:
-    low = secrets._lower_same_length(text)
+    low = secrets.lower_same_length(text)
     hits: list[SecretMatch] = []
     for rule in RULES:
         found: set[int] = set()
@@ -53,3 +58,22 @@ def test_one_pass_anchor_search_changes_no_result() -> None:
     assert found == [reference_scan(t) for t in texts]
     assert sum(map(len, found)) > 300, "the set has plenty of hits to compare"
     assert max(map(len, texts)) > 2000, "and long bodies as well as short strings"
+
+
+def test_one_pass_for_rules_and_credentials_changes_no_result() -> None:
+    """Redaction finds the rules' anchors and the credential patterns' start words in
+    one pass (scan_and_credentials): the same hits and spans as the two scans."""
+    texts = samples()
+    both = [scan_and_credentials(t) for t in texts]
+    assert both == [(secrets.scan_all(t), credential_spans(t)) for t in texts]
+    assert sum(len(spans) for _, spans in both) > 100
+
+
+_PIECES = [*HEADER_LIKE[:6], "password = 'hunter22'", "api_key: x", "-p pw", "ÉTÉ", "\n", " "]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES) | st.text(max_size=12), max_size=8))
+def test_one_pass_on_generated_text(parts: list[str]) -> None:
+    text = "".join(parts)
+    assert scan_and_credentials(text) == (secrets.scan_all(text), credential_spans(text))

@@ -34,6 +34,7 @@ attribute paths and calls (``process.env.X``, ``Buffer.from(``), URIs
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Final
 
 import ahocorasick_rs
@@ -60,7 +61,7 @@ _REFERENCE = re.compile(
     re.IGNORECASE,
 )
 
-_NAME_STEMS = ("pass", "pwd", "secret", "token", "credential", "api", "access", "private",
+_NAMESTEMS = ("pass", "pwd", "secret", "token", "credential", "api", "access", "private",
                "auth", "license", "account", "shared")  # fmt: skip
 
 # (pattern, the lower-case literals a match starts at): each pattern is tried only
@@ -69,15 +70,15 @@ _PATTERNS: Final = tuple(
     (re.compile(pattern, re.IGNORECASE), stems)
     for pattern, stems in (
         # name = value / name: value / "name": "value" / name => 'value' / Name=value;
-        (_NAME + r"\\?[\"']?[ \t]*(?:=>|:=|=|:)[ \t]*(?:\\?[\"'`])?" + _VALUE, _NAME_STEMS),
+        (_NAME + r"\\?[\"']?[ \t]*(?:=>|:=|=|:)[ \t]*(?:\\?[\"'`])?" + _VALUE, _NAMESTEMS),
         # name 'value' / the password is "value" / the password for user 'x' is 'value'
         (
             r"\b" + _NAME + r"(?:[ \t](?:[^\n.;]{0,40}?[ \t])?(?:is|was))?[ \t]+"
             r"[\"'`](?P<secret>[^\"'`\n]{1,128})[\"'`]",
-            _NAME_STEMS,
+            _NAMESTEMS,
         ),
         # <add key="SmtpPassword" value="value"/> (.NET configuration)
-        (_NAME + r"[\"'][ \t]+value=[\"'](?P<secret>[^\"'\n]{1,128})[\"']", _NAME_STEMS),
+        (_NAME + r"[\"'][ \t]+value=[\"'](?P<secret>[^\"'\n]{1,128})[\"']", _NAMESTEMS),
         # netrc: machine host login user password value, on one line or on several
         (r"\b(?:machine|login)\b[^\n]*?\bpassword[ \t]+" + _VALUE, ("machine", "login")),
         (
@@ -108,24 +109,35 @@ def _stems() -> tuple[tuple[str, tuple[int, ...]], ...]:
     return tuple(by_stem.items())
 
 
-_STEMS: Final = _stems()
+STEMS: Final = _stems()
 _STARTS: Final = ahocorasick_rs.AhoCorasick(
-    [stem for stem, _ in _STEMS], implementation=ahocorasick_rs.Implementation.DFA
+    [stem for stem, _ in STEMS], implementation=ahocorasick_rs.Implementation.DFA
 )
 """Every pattern's start literals in one Aho-Corasick automaton: one pass over a
 text finds where any pattern can start (most texts have no such place)."""
 _LABEL: Final = re.compile(r"\[REDACTED:[^\]\n]*\]")
 
 
-def credential_spans(text: str) -> list[tuple[int, int]]:
-    """Where credential values given by name are, as (start, end), in text order."""
-    low = text.lower()
-    if len(low) != len(text):  # a few non-ASCII letters lower to two characters
-        low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+def credential_spans(
+    text: str,
+    *,
+    low: str | None = None,
+    starts: Iterable[tuple[int, int]] | None = None,
+) -> list[tuple[int, int]]:
+    """Where credential values given by name are, as (start, end), in text order.
+
+    ``low`` (``text`` lowered, offsets kept) and ``starts`` (index in :data:`STEMS`,
+    position) are what a caller that found them already passes."""
+    if low is None:
+        low = text.lower()
+        if len(low) != len(text):  # a few non-ASCII letters lower to two characters
+            low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    if starts is None:
+        starts = ((i, pos) for i, pos, _ in _STARTS.find_matches_as_indexes(low, overlapping=True))
     labels = [m.span() for m in _LABEL.finditer(text)] if "[redacted:" in low else []
     spans: set[tuple[int, int]] = set()
-    for stem_index, pos, _ in _STARTS.find_matches_as_indexes(low, overlapping=True):
-        stem, indexes = _STEMS[stem_index]
+    for stem_index, pos in starts:
+        stem, indexes = STEMS[stem_index]
         if labels and any(start <= pos < stop for start, stop in labels):
             continue  # "[REDACTED:SLACK_TOKEN:xoxp-…]" names a kind; it assigns nothing
         # "--password": the stem "-pass" is found one past the match's start

@@ -11,10 +11,13 @@ import re
 from bisect import bisect_right
 from collections.abc import Collection, Iterable, Sequence
 from functools import lru_cache
+from typing import Final
 
-from cogumi.detect.credentials import CREDENTIAL_LABEL, credential_spans
+import ahocorasick_rs
+
+from cogumi.detect.credentials import CREDENTIAL_LABEL, STEMS, credential_spans
 from cogumi.detect.match import SecretMatch
-from cogumi.detect.secrets import priority, scan_all, select
+from cogumi.detect.secrets import ANCHORS, lower_same_length, priority, scan_all, select
 
 DEFAULT_LIMIT = 65536
 SCAN_MARGIN = 4096
@@ -94,6 +97,33 @@ def mask(
     return "".join(out)
 
 
+_LITERALS: Final = ahocorasick_rs.AhoCorasick(
+    [*ANCHORS, *(stem for stem, _ in STEMS)], implementation=ahocorasick_rs.Implementation.DFA
+)
+"""The rules' anchors, then the credential patterns' start words: both found in one pass."""
+
+
+def scan_and_credentials(
+    text: str, *, canaries: Collection[str] = ()
+) -> tuple[list[SecretMatch], list[tuple[int, int]]]:
+    """``scan_all(text)`` and ``credential_spans(text)``, from one lowering of ``text``
+    and one automaton pass for the literals both look for (tests/detect/test_prefilter.py
+    holds them to the two calls)."""
+    if not text:
+        return [], []
+    low = lower_same_length(text)
+    anchors: dict[str, list[int]] = {}
+    starts: list[tuple[int, int]] = []
+    first_stem = len(ANCHORS)
+    for index, start, _ in _LITERALS.find_matches_as_indexes(low, overlapping=True):
+        if index < first_stem:
+            anchors.setdefault(ANCHORS[index], []).append(start)
+        else:
+            starts.append((index - first_stem, start))
+    hits = scan_all(text, canaries=canaries, anchors=anchors)
+    return hits, credential_spans(text, low=low, starts=starts)
+
+
 def scan_window(text: str, limit: int = DEFAULT_LIMIT) -> str:
     """The part of ``text`` that :func:`redact_text` with this ``limit`` scans."""
     return text[: limit + SCAN_MARGIN]
@@ -108,8 +138,8 @@ def needing_scan(texts: Sequence[str], *, canaries: Collection[str] = ()) -> set
     scan of that one only; ``tests/detect/test_redact.py`` holds the premise on every
     Nosey Parker example, grouped and cut."""
     joined = "\n".join(texts)
-    spans = [(m.start, m.end) for m in scan_all(joined, canaries=canaries)]
-    spans += credential_spans(joined)
+    hits, credentials = scan_and_credentials(joined, canaries=canaries)
+    spans = [(m.start, m.end) for m in hits] + credentials
     if not spans:
         return set()
     starts, offset = [], 0
@@ -140,8 +170,8 @@ def redact_text(
     window = scan_window(text, limit)
     if clean:
         return truncate_utf8(window, limit), []
-    everything = scan_all(window, canaries=canaries)
-    masked = mask(window, everything, credential_spans(window))
+    everything, credentials = scan_and_credentials(window, canaries=canaries)
+    masked = mask(window, everything, credentials)
     return truncate_utf8(masked, limit), select(everything)
 
 

@@ -30,10 +30,8 @@ HIGH_ENTROPY = "HIGH_ENTROPY"
 __all__ = ["CANARY", "HIGH_ENTROPY", "SecretMatch", "find_secrets", "scan_all", "select"]
 
 
-_ANCHOR_LIST: tuple[str, ...] = tuple(sorted({a for rule in RULES for a in rule.anchors}))
-_ANCHORS = ahocorasick_rs.AhoCorasick(
-    _ANCHOR_LIST, implementation=ahocorasick_rs.Implementation.DFA
-)
+ANCHORS: tuple[str, ...] = tuple(sorted({a for rule in RULES for a in rule.anchors}))
+_ANCHORS = ahocorasick_rs.AhoCorasick(ANCHORS, implementation=ahocorasick_rs.Implementation.DFA)
 """Every rule anchor in one Aho-Corasick automaton: one pass over a text finds all
 their occurrences, however many rules there are (a DFA: about 2 ns a character)."""
 
@@ -55,7 +53,7 @@ def _anchor_occurrences(low: str) -> dict[str, list[int]]:
     """Start positions of every anchor occurrence (overlaps included), in text order."""
     found: dict[str, list[int]] = {}
     for index, start, _ in _ANCHORS.find_matches_as_indexes(low, overlapping=True):
-        found.setdefault(_ANCHOR_LIST[index], []).append(start)
+        found.setdefault(ANCHORS[index], []).append(start)
     return found
 
 
@@ -107,7 +105,7 @@ def _rule_hits(rule: Rule, text: str, positions: list[int]) -> Iterator[SecretMa
         )
 
 
-def _lower_same_length(text: str) -> str:
+def lower_same_length(text: str) -> str:
     """``text.lower()`` with offsets unchanged (a few non-ASCII letters lower to two characters)."""
     low = text.lower()
     if len(low) == len(text):
@@ -125,13 +123,20 @@ def _structural_hits(text: str) -> Iterator[SecretMatch]:
         )
 
 
-def scan_all(text: str, *, canaries: Collection[str] = ()) -> list[SecretMatch]:
-    """Every hit of every detector, overlaps included (redaction masks their union)."""
+def scan_all(
+    text: str,
+    *,
+    canaries: Collection[str] = (),
+    anchors: dict[str, list[int]] | None = None,
+) -> list[SecretMatch]:
+    """Every hit of every detector, overlaps included (redaction masks their union).
+
+    ``anchors`` are where :data:`ANCHORS` occur in ``text`` lowered, when the caller
+    found them already (see :func:`cogumi.detect.redact.scan_and_credentials`)."""
     if not text:
         return []
-    low = _lower_same_length(text)
     hits: list[SecretMatch] = list(find_canaries(text, canaries))
-    found = _anchor_occurrences(low)
+    found = _anchor_occurrences(lower_same_length(text)) if anchors is None else anchors
     if found:
         indexes = {i for anchor in found for i in _RULES_OF[anchor]}
         for index in sorted(indexes):  # in RULES order, as before the index existed
