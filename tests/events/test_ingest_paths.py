@@ -427,28 +427,3 @@ async def test_a_waiting_engine_write_goes_before_the_next_batch(
     release.set()
     await asyncio.wait_for(asyncio.gather(holding, writing, posting), 30)
     assert finished == ["engine", "ingest"]
-
-
-async def test_sqlite_checkpoints_run_off_the_loop_every_few_batches(tmp_path: Any) -> None:
-    """The fast path's connection does not checkpoint inside its COMMIT (that would
-    stall the event loop); every CHECKPOINT_EVERY batches a worker thread copies the
-    WAL back into the database file."""
-    from sqlalchemy.dialects.sqlite import aiosqlite
-
-    database = tmp_path / "wal check.db"
-    writer = sqlite3.connect(database, isolation_level=None)
-    writer.execute("PRAGMA journal_mode=WAL")
-    writer.execute("PRAGMA wal_autocheckpoint=0")
-    writer.execute("CREATE TABLE t (x TEXT)")
-    writer.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,)] * 300)
-    before = database.stat().st_size
-    path = ingest_fast.SqliteFastPath(str(database), aiosqlite.dialect())
-    for _ in range(ingest_fast.CHECKPOINT_EVERY - 1):
-        path.committed()
-    assert database.stat().st_size == before  # nothing yet
-    path.committed()
-    async with asyncio.timeout(10):
-        while database.stat().st_size < before + 300 * 1000:
-            await asyncio.sleep(0.01)
-    writer.close()
-    path.close()

@@ -10,13 +10,15 @@ the rows:
   transaction: claim the batch (insert-or-nothing), reserve the seq range
   (one conditional ``UPDATE … RETURNING``), ``COPY`` the rows, and one
   statement for the token, storage and sidecar status counters.
-- **SQLite** (stdlib ``sqlite3``): the same statements on a connection of our
-  own, run synchronously on the event loop's thread. The alternative, the
-  async driver's worker thread, hands the interpreter lock back and forth
-  for every row and statement while the loop is busy parsing other batches:
-  a 200-row write took 20 times longer than alone. The write lock is taken
-  with ``BEGIN IMMEDIATE`` without waiting; when another process holds it the
-  batch sleeps (without blocking the loop) and tries again.
+- **SQLite** (stdlib ``sqlite3``): the reads on a connection of our own,
+  synchronously on the event loop's thread (WAL: readers never wait); the
+  write in a writer process of its own (:mod:`cogumi.events.sqlite_writer`),
+  which runs the same statements and commits the batches that arrive together
+  in one transaction. The event loop prepares the next batches meanwhile, so
+  one ``serve`` process uses a second core for SQLite's own work. (The async
+  driver's worker thread cannot do that: it hands the interpreter lock back and
+  forth for every row and statement while the loop is busy parsing other
+  batches; a 200-row write took 20 times longer than alone.)
 
 On PostgreSQL, concurrent batches into the same run are written together:
 while one transaction of the run is in flight, the batches that arrive wait,
@@ -43,8 +45,6 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol, cast
 
@@ -53,6 +53,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cogumi.errors import Forbidden, Unauthenticated
+from cogumi.events import sqlite_writer
 from cogumi.events.ingest import (
     COLUMNS,
     SQLITE_INSERT,
@@ -74,7 +75,7 @@ from cogumi.tenancy import security
 
 _BUSY_WAIT_SEC = 10.0  # as long as the engine's busy_timeout
 _BEGIN_WRITE = "BEGIN IMMEDIATE"  # how the engine starts a write transaction on SQLite
-CHECKPOINT_EVERY = 10  # SQLite batches between WAL checkpoints (about 3 MB of WAL)
+CHECKPOINT_EVERY = 10  # SQLite write transactions between WAL checkpoints (a few MB of WAL)
 log = logging.getLogger(__name__)
 
 
@@ -540,8 +541,12 @@ class SqliteFastPath:
         self.counters = _binder(dialect, status, "counters")({})
         # Engine connections waiting for the write lock, with when they started.
         self._waiting: dict[int, float] = {}
-        self._since_checkpoint = 0
-        self._checkpointing: asyncio.Task[None] | None = None
+        self.writer = sqlite_writer.WriterClient(
+            database,
+            {"insert": SQLITE_INSERT, "run_index": COLUMNS.index("run_id"),
+             "seq_index": COLUMNS.index("seq"), "busy_sec": _BUSY_WAIT_SEC,
+             "checkpoint_every": CHECKPOINT_EVERY},
+        )  # fmt: skip
 
     def writer_waits(self, connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if statement == _BEGIN_WRITE:
@@ -562,6 +567,8 @@ class SqliteFastPath:
         return bool(self._waiting)
 
     def _connection(self) -> sqlite3.Connection:
+        """The loop's own connection, for the reads before a write (WAL: they never
+        wait for the writer)."""
         if self._db is None:
             # Never wait inside the driver (that would block the loop): timeout 0, and no
             # journal_mode change (the engine made the file WAL; setting it can wait).
@@ -569,37 +576,11 @@ class SqliteFastPath:
                 self._database, timeout=0, isolation_level=None, check_same_thread=False
             )
             db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA synchronous=NORMAL")
-            # A checkpoint inside our COMMIT would run on the loop's thread (hundreds of
-            # ms with its fsync): ours run on a worker thread instead (see checkpoint).
-            db.execute("PRAGMA wal_autocheckpoint=0")
             self._db = db
         return self._db
 
-    def committed(self) -> None:
-        """After each committed batch: every CHECKPOINT_EVERY batches, copy the WAL
-        back into the database file on a worker thread (PASSIVE: never waits for, nor
-        blocks, readers and writers). The engine's own connections still checkpoint
-        as they commit, as SQLite does by default."""
-        self._since_checkpoint += 1
-        if self._since_checkpoint < CHECKPOINT_EVERY or self._checkpointing is not None:
-            return
-        self._since_checkpoint = 0
-        self._checkpointing = spawn(asyncio.to_thread(self._checkpoint), name="wal-checkpoint")
-        self._checkpointing.add_done_callback(self._checkpoint_done)
-
-    def _checkpoint(self) -> None:
-        # mode=rw: never create a database file that has gone away meanwhile.
-        uri = Path(self._database).absolute().as_uri() + "?mode=rw"
-        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=0)) as db:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    def _checkpoint_done(self, task: asyncio.Task[None]) -> None:
-        self._checkpointing = None
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("WAL checkpoint failed (the next one will catch up): %s", task.exception())
-
     def close(self) -> None:
+        self.writer.close()
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -655,105 +636,46 @@ class _SqliteConnection:
     ) -> IngestResult | None:
         if prepared.rows and prepared.has_violations:
             return None
-        await self._begin()
-        try:
-            result = self._store(ref, prepared, target)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        if result is None:
-            self._db.execute("ROLLBACK")
-        else:
-            self._db.execute("COMMIT")
-            self._path.committed()
-        return result
-
-    async def _begin(self) -> None:
-        """Take the write lock without blocking the loop: on SQLITE_BUSY, sleep and retry."""
-        deadline, delay = time.monotonic() + _BUSY_WAIT_SEC, 0.0002
-        while True:
-            try:
-                if not self._path.writers_waiting:  # the engine's writers go first
-                    self._db.execute("BEGIN IMMEDIATE")
-                    return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() > deadline:
-                    raise
-            if time.monotonic() > deadline:
-                raise sqlite3.OperationalError("database is locked")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.004)  # a batch holds the lock a few ms: look again soon
-
-    def _store(self, ref: SidecarRef, prepared: Prepared, target: Target) -> IngestResult | None:
-        """The whole write, synchronous: no other coroutine runs inside the transaction."""
-        db, path, count = self._db, self._path, len(prepared.rows)
-        now = prepared.received_at
-        if count == 0:
-            self._status(ref, prepared, last_event_at=None)
-            return IngestResult(ok=True, accepted=0, dropped=0, run_active=target.running)
-        claimed = db.execute(
-            "INSERT INTO ingest_batches (id, org_id, project_id, batch_id, accepted, dropped, "
-            "received_at) VALUES (?, ?, ?, ?, ?, 0, ?) "
-            "ON CONFLICT (project_id, batch_id) DO NOTHING RETURNING id",
-            (path.uuid(uuid.uuid4()), ref.org_id.hex, ref.project_id.hex, prepared.batch_id,
-             count, path.time(now)),
-        ).fetchone()  # fmt: skip
-        if claimed is None:
-            (accepted,) = db.execute(
-                "SELECT accepted FROM ingest_batches WHERE project_id = ? AND batch_id = ?",
-                (ref.project_id.hex, prepared.batch_id),
-            ).fetchone()
-            return IngestResult(ok=True, accepted=int(accepted), dropped=0, duplicate=True)
-        if target.run_id is not None:
-            reserved = db.execute(
-                "UPDATE runs SET last_seq = last_seq + ? WHERE id = ? AND last_seq + ? < ? "
-                "AND (status = 'running' OR ?) RETURNING last_seq",
-                (count, target.run_id.hex, count, target.warn_at, target.named),
-            ).fetchone()
-            if reserved is None:
-                return None
-            _number(prepared, target.run_id, int(reserved[0]) - count + 1)
-        db.executemany(SQLITE_INSERT, prepared.rows)
-        counted = db.execute(
-            "UPDATE sidecar_tokens SET events_accepted = events_accepted + ?, last_seen_at = ? "
-            "WHERE id = ? AND status = 'active'",
-            (count, path.token_time(now), ref.id.hex),
-        ).rowcount
-        if not counted:
+        await self._engine_writers_first()
+        kind, value = await self._path.writer.call(self._request(ref, prepared, target))
+        if kind == "ok":
+            accepted, duplicate = value
+            if duplicate:
+                return IngestResult(ok=True, accepted=accepted, dropped=0, duplicate=True)
+            return IngestResult(ok=True, accepted=accepted, dropped=0, run_active=target.running)
+        if kind == "general":
+            return None
+        if kind == "revoked":
             raise Forbidden("sidecar token revoked", reason="token_revoked")
-        self._storage(ref, count, sum(prepared.sizes), now)
-        self._status(ref, prepared, last_event_at=now)
-        return IngestResult(ok=True, accepted=count, dropped=0, run_active=target.running)
+        if "locked" in value or "busy" in value:
+            raise sqlite_writer.WriterUnavailable(f"ingest store: {value}")
+        raise sqlite3.OperationalError(value)
 
-    def _storage(self, ref: SidecarRef, count: int, chars: int, now: datetime) -> None:
-        change = (
-            "UPDATE org_quotas SET stored_events = stored_events + ?, "
-            "stored_event_bytes = stored_event_bytes + ? WHERE org_id = ?"
-        )
-        if self._db.execute(change, (count, chars, ref.org_id.hex)).rowcount:
-            return
-        self._db.execute(
-            "INSERT INTO org_quotas (id, org_id, stored_events, stored_event_bytes, updated_at) "
-            "VALUES (?, ?, 0, 0, ?) ON CONFLICT (org_id) DO NOTHING",
-            (self._path.uuid(uuid.uuid4()), ref.org_id.hex, self._path.time(now)),
-        )
-        self._db.execute(change, (count, chars, ref.org_id.hex))
+    async def _engine_writers_first(self) -> None:
+        """The engine's waiting write transactions go before the next batch (the
+        engine's driver waits inside SQLite's busy handler; a writer taking the lock
+        whenever it is free could starve it)."""
+        deadline, delay = time.monotonic() + _BUSY_WAIT_SEC, 0.0002
+        while self._path.writers_waiting:
+            if time.monotonic() > deadline:
+                raise sqlite_writer.WriterUnavailable("ingest store: database is locked")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.004)  # a write holds the lock a few ms: look again soon
 
-    def _status(
-        self, ref: SidecarRef, prepared: Prepared, *, last_event_at: datetime | None
-    ) -> None:
-        path = self._path
-        watermark = path.status_time(prepared.watermark) if prepared.watermark else None
-        seen = path.status_time(last_event_at) if last_event_at else None
-        self._db.execute(
-            "INSERT INTO sidecar_status AS s (token_id, instance_id, org_id, project_id, "
-            "sidecar_version, counters, last_event_at, watermark) VALUES (?, ?, ?, ?, '', ?, ?, ?) "
-            "ON CONFLICT (token_id, instance_id) DO UPDATE SET "
-            "last_event_at = coalesce(excluded.last_event_at, s.last_event_at), "
-            "watermark = CASE WHEN excluded.watermark IS NOT NULL AND (s.watermark IS NULL "
-            "OR excluded.watermark > s.watermark) THEN excluded.watermark ELSE s.watermark END",
-            (ref.id.hex, prepared.instance, ref.org_id.hex, ref.project_id.hex, path.counters,
-             seen, watermark),
-        )  # fmt: skip
+    def _request(self, ref: SidecarRef, prepared: Prepared, target: Target) -> dict[str, Any]:
+        """Everything the writer needs, already bound for SQLite (sqlite_writer.Store)."""
+        path, now, count = self._path, prepared.received_at, len(prepared.rows)
+        run = target.run_id
+        return {
+            "count": count, "rows": prepared.rows, "batch_id": prepared.batch_id,
+            "org": ref.org_id.hex, "project": ref.project_id.hex, "token": ref.id.hex,
+            "claim_id": path.uuid(uuid.uuid4()), "quota_id": path.uuid(uuid.uuid4()),
+            "received": path.time(now), "received_quota": path.time(now),
+            "token_time": path.token_time(now), "chars": sum(prepared.sizes),
+            "run": None if run is None else run.hex,
+            "run_value": None if run is None else prepared.run_value(run),
+            "warn_at": target.warn_at, "named": target.named,
+            "instance": prepared.instance, "counters": path.counters,
+            "seen": path.status_time(now) if count else None,
+            "watermark": path.status_time(prepared.watermark) if prepared.watermark else None,
+        }  # fmt: skip
