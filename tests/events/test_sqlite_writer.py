@@ -246,3 +246,25 @@ async def test_the_writer_outlives_signals_meant_for_its_service(setup: Setup) -
     response = await _post(sidecar, batch(sidecar, [http_event(1)]))
     assert response.status_code == 200, response.text
     assert setup.writer._process is process
+
+
+async def test_a_lock_held_past_the_busy_wait_is_a_503_the_sender_retries(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_fast, "_BUSY_WAIT_SEC", 0.5)  # before the writer starts
+    accounts = setup.accounts
+    owner = await accounts.signup()
+    sidecar = await project_with_token(accounts, owner.org_id)
+    body = batch(sidecar, [http_event(1)])
+    holder = sqlite3.connect(setup.database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        response = await asyncio.wait_for(_post(sidecar, body), 10)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"]
+    assert await _count(accounts, IngestBatch, sidecar.project_id) == 0
+    retried = await _post(sidecar, body)
+    assert retried.status_code == 200 and retried.json()["accepted"] == 1
