@@ -71,6 +71,7 @@ def test_credentials_given_by_name_are_masked(text: str, expected: str) -> None:
         "mkdir -p /tmp/x && docker run -p 8080:80 image",
         '{"max_tokens": 100, "total_tokens": 42, "token_type": "bearer"}',
         "password: [REDACTED:CREDENTIAL]",
+        "put '/forgot-password' => \"cms/sites/passwords#update\", as: 'update_password'",
         "a password is required to do that",
         'Your password is too short; try "abc"',
         'The secret is in the vault. "quoted" later',
@@ -100,10 +101,10 @@ def test_most_secret_examples_leave_redaction_with_something_masked() -> None:
     redaction with nothing masked before credentials by name (and Cisco and Kerberos
     hashes, New Relic license keys, SonarQube tokens, Azure DevOps, Grafana,
     ThingsBoard, Salesforce and Code Climate formats, netrc blocks and DirectoryEntry
-    arguments) were; now at most 16 (what is left: vendor tokens without a prefix,
+    arguments, older Azure DevOps tokens by name) were; now at most 15 (what is left: vendor tokens without a prefix,
     variables)."""
     positives = [e for e in _examples()
                  if e["label"] == 1 and "secret" in e["categories"]]  # type: ignore[operator]  # fmt: skip
     untouched = [e for e in positives if "[REDACTED:" not in redact_text(str(e["text"]))[0]]
     assert len(positives) == 386
-    assert len(untouched) <= 16
+    assert len(untouched) <= 15

@@ -207,6 +207,11 @@ _AZDO = "Q7rT2vX9kL4mN8pB3cF6hJ1wZ5yA0dE2gH4jK6mP8sU0wYQ7rT2vJQQJ99BKACAAAAAx4mR
     [
         (f'azure_devops_pat = "{_AZDO}"', "AZURE_DEVOPS_PAT", 0.9),
         (
+            'ADO_PAT: "k3v7qz2mwx5tjd4rnp6bhy2cgf7ls3ae5wq4uzo6xi2kvn7tr3pa"',
+            "AZURE_DEVOPS_PAT",
+            0.8,
+        ),
+        (
             "GrafanaClient('"
             + _b64_json({"k": "Zq8vN3xR7tL2mW9pK4cY6hB1dF5gJ0sA", "n": "ci", "id": 1})
             + "')",
@@ -249,6 +254,10 @@ def test_vendor_formats_found_whole(text: str, kind: str, confidence: float) -> 
         "https://app.powerbi.com/view?r="
         + _b64_json({"k": "a6c197b1-348b-4529-8ad2-6e20de9900de", "t": "72f988bf", "c": 5}),
         _AZDO + "Z",  # 85 characters: not the format
+        # the older 52-character base32 format, only when an Azure DevOps name gives it
+        "checksum = k3v7qz2mwx5tjd4rnp6bhy2cgf7ls3ae5wq4uzo6xi2kvn7tr3pa",
+        "ado_pat = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",  # not random
+        "shadow_pat = k3v7qz2mwx5tjd4rnp6bhy2cgf7ls3ae5wq4uzo6xi2kvn7tr3pa",
         "https://thingsboard.cloud/api/v1/devices/telemetry",
         "org id 00D5f000000ABCDEAQ is an identifier",
         "CC_TEST_REPORTER_ID: 3b335d612137949d2f21fcc6c8c8164db7603227",

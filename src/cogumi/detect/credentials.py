@@ -26,7 +26,8 @@ Covered (case-insensitive), each value up to 128 characters:
 
 Values that are code or references rather than secrets are left alone:
 variables and templates (``$VAR``, ``%VAR%``, ``{…}``, ``#{…}``, ``<…>``,
-``***``), selectors and paths (``#id``, ``/path``), concatenations,
+``***``), selectors and paths (``#id``, ``/path``), route targets
+(``"cms/passwords#update"``), concatenations,
 attribute paths and calls (``process.env.X``, ``Buffer.from(``), URIs
 (``arn:…``), ``NULL``-like values, punctuation, and redaction labels.
 """
@@ -52,11 +53,13 @@ _VALUE = r"(?P<secret>[^\s\"'`;,)}\]\\]{1,128})"
 # What code and config put after a credential's name that is not the credential:
 # variables and templates ($X, %X%, {x}, #{x}, <x>, ***), selectors, concatenation,
 # paths and entities (#x, +x, /x, &lt;), calls and attribute paths (process.env.X,
-# Buffer.from(...)), URIs (arn:…, https:…) and empty values (NULL, None, '').
+# Buffer.from(...)), URIs (arn:…, https:…), route targets (cms/sites/passwords#edit)
+# and empty values (NULL, None, '').
 _REFERENCE = re.compile(
     r"(?:[$%{<*\[#+/&(.=]"
     r"|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?:\(|$)"
     r"|[a-z][a-z0-9+.-]*:"
+    r"|[a-z_][a-z0-9_]*(?:/[a-z_][a-z0-9_]*)+#[a-z_][a-z0-9_]*$"  # a route: controller#action
     r"|(?:null|none|nil|undefined|true|false)$)",
     re.IGNORECASE,
 )

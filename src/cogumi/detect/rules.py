@@ -69,6 +69,11 @@ def _openai(value: str, base: float) -> float | None:
     return 0.95 if value.startswith(("sk-proj-", "sk-svcacct-", "sk-admin-")) else base
 
 
+def _base32_token(value: str, base: float) -> float | None:
+    """Random base32 (letters and 2-7) mixes both and nears its 5 bits a character."""
+    return base if char_classes(value) >= 2 and looks_random(value, min_ratio=0.7) else None
+
+
 def _jwt(value: str, base: float) -> float | None:
     """A JWT whose header decodes to JSON with ``alg`` is certain; otherwise merely likely."""
     header = value.split(".", 1)[0]
@@ -416,6 +421,28 @@ RULES: tuple[Rule, ...] = (
         ("azdo",),
         0.9,
         at_anchor=False,
+    ),
+    _rule(  # Azure DevOps PAT (before 2024): 52 base32 characters, given by an ADO name
+        "AZURE_DEVOPS_PAT",
+        r"(?i:ado|azdo|vsts|(?:azure[_-]?)?devops)[_-]?(?i:pat|token)[\"']?[ \t]*(?:=>|:=|=|:)"
+        r"[ \t]*[\"']?(?P<secret>[a-z2-7]{52})" + _E,
+        (
+            "ado_pat",
+            "ado-pat",
+            "adopat",
+            "ado_token",
+            "azdo_pat",
+            "azdo_token",
+            "vsts_pat",
+            "vsts_token",
+            "devops_pat",
+            "devops-pat",
+            "devopspat",
+            "devops_token",
+        ),
+        0.8,
+        _base32_token,
+        bounded=False,
     ),
     _rule(  # Grafana API key (before service accounts): base64 of {"k":"...","n":...}
         "GRAFANA_KEY",
