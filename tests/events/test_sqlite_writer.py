@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -45,9 +46,12 @@ class Setup:
 
 
 @pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
-    """An app on a SQLite file of its own (these tests kill and hold its writer)."""
+async def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Setup]:
+    """An app on a SQLite file of its own (these tests kill and hold its writer, and
+    start the next one at once)."""
     from cogumi.db.migrate import upgrade
+
+    monkeypatch.setattr(sqlite_writer, "RESTART_AFTER_SEC", 0.0)
 
     database = tmp_path / "writer.db"
     url = f"sqlite+aiosqlite:///{database}"
@@ -268,3 +272,29 @@ async def test_a_lock_held_past_the_busy_wait_is_a_503_the_sender_retries(
     assert await _count(accounts, IngestBatch, sidecar.project_id) == 0
     retried = await _post(sidecar, body)
     assert retried.status_code == 200 and retried.json()["accepted"] == 1
+
+
+async def test_a_writer_that_cannot_start_is_not_spawned_for_every_batch(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    accounts = setup.accounts
+    owner = await accounts.signup()
+    sidecar = await project_with_token(accounts, owner.org_id)
+    monkeypatch.setattr(sqlite_writer, "RESTART_AFTER_SEC", 0.5)
+    spawned: list[list[str]] = []
+    real_popen = subprocess.Popen
+
+    def popen(args: list[str], **kwargs: Any) -> Any:
+        spawned.append(args)
+        return real_popen(["/bin/false"], **kwargs)  # a writer that exits at once
+
+    monkeypatch.setattr(sqlite_writer.subprocess, "Popen", popen)
+    body = batch(sidecar, [http_event(1)])
+    answers = [await _post(sidecar, body) for _ in range(5)]
+    assert [a.status_code for a in answers] == [503] * 5
+    assert len(spawned) == 1  # the others were answered without a new start
+    monkeypatch.setattr(sqlite_writer.subprocess, "Popen", real_popen)
+    await asyncio.sleep(0.5)
+    response = await _post(sidecar, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 1

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import select
 import signal
 import socket
@@ -35,6 +36,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -48,6 +50,9 @@ _DECODER: Final = msgspec.msgpack.Decoder()
 GROUP_MAX_ROWS: Final = 4000
 """Rows one transaction takes at most (the batches that arrived together, in order)."""
 STOP_WAIT_SEC: Final = 10.0
+RESTART_AFTER_SEC: Final = 1.0
+"""A writer that died this soon after its start is not started again before this long
+has passed since (a writer that cannot start must not be spawned for every batch)."""
 
 
 class WriterUnavailable(ConnectionError):
@@ -88,6 +93,7 @@ class WriterClient(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Future[None] | None = None
         self._control: socket.socket | None = None
+        self._started = -math.inf
         self._pending: dict[int, asyncio.Future[list[Any]]] = {}
         self._buffer = bytearray()
         self._ids = itertools.count()
@@ -97,6 +103,8 @@ class WriterClient(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         ready = self._ready
         if ready is None or self._loop is not loop or (ready.done() and self._transport is None):
+            if self._loop is loop and time.monotonic() - self._started < RESTART_AFTER_SEC:
+                raise WriterUnavailable("the ingest writer stopped; retry")
             ready = self._start(loop)
         await asyncio.shield(ready)
         if self._transport is None or self._transport.is_closing():
@@ -124,7 +132,7 @@ class WriterClient(asyncio.Protocol):
         # A second handle on our end: shutting it down ends the writer's input at
         # once, whatever the transport (and its event loop) is doing.
         self._control = ours.dup()
-        self._loop, self._buffer = loop, bytearray()
+        self._loop, self._buffer, self._started = loop, bytearray(), time.monotonic()
         ready = self._ready = loop.create_task(self._connect(ours))
         return ready
 
