@@ -237,3 +237,36 @@ def preview_of(text: str) -> Preview:
     preview = Preview()
     preview.add(text.encode("utf-8"))
     return preview
+
+
+def _iso_by_datetime(epoch: float) -> str:
+    from datetime import UTC, datetime
+
+    text = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+_SECOND = 1_764_255_603
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=4e9),
+        st.integers(0, 999).map(lambda ms: _SECOND + ms / 1000),
+        st.tuples(st.integers(0, 999), st.sampled_from([5e-7, -5e-7, 4.99e-7, 9.999995e-4])).map(
+            lambda t: _SECOND + t[0] / 1000 + t[1]
+        ),
+    )
+)
+def test_event_times_are_written_as_datetime_writes_them(epoch: float) -> None:
+    """The fast iso_ts (whole seconds cached) gives datetime's text to the character,
+    rounding to microseconds half to even and carrying into the next second."""
+    assert core.iso_ts(epoch) == _iso_by_datetime(epoch)
+
+
+@pytest.mark.parametrize(
+    "epoch", [_SECOND + 0.9999995, _SECOND + 0.99999949, 0.0, 2.0000005, 253_402_300_799.999]
+)
+def test_event_times_at_the_edges(epoch: float) -> None:
+    assert core.iso_ts(epoch) == _iso_by_datetime(epoch)

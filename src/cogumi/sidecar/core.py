@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -190,7 +191,37 @@ def render_head(start_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
 # --- events -------------------------------------------------------------------
 
 
+_ISO_LIMIT: Final = 253_402_300_800  # 10000-01-01: past it (and before 1970) the slow way
+_second: tuple[int, str] = (-1, "")  # the last whole second written, and its text
+
+
 def iso_ts(epoch: float) -> str:
+    """``epoch`` as RFC 3339 UTC with milliseconds (``2026-11-27T14:00:00.123Z``): the
+    text of ``datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")``
+    with ``Z``, whose microseconds are rounded half to even and then cut to
+    milliseconds. The whole-second part is made once per second (events come many a
+    second; the datetime route took ~4 µs an event)."""
+    if not 0 <= epoch < _ISO_LIMIT:
+        return _iso_ts_slow(epoch)
+    frac, whole = math.modf(epoch)
+    micros = round(frac * 1_000_000)
+    if micros >= 1_000_000:
+        micros -= 1_000_000
+        whole += 1
+    second = int(whole)
+    cached = _second
+    if cached[0] != second:
+        cached = _cached_second(second)
+    return f"{cached[1]}.{micros // 1000:03d}Z"
+
+
+def _cached_second(second: int) -> tuple[int, str]:
+    global _second
+    _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return _second
+
+
+def _iso_ts_slow(epoch: float) -> str:
     return (
         datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
