@@ -124,8 +124,10 @@ class WriterClient(asyncio.Protocol):
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
-        except BaseException:
+        except BaseException as exc:
             ours.close()
+            if isinstance(exc, OSError):  # out of processes or descriptors, say
+                raise WriterUnavailable(f"the ingest writer could not start: {exc}") from exc
             raise
         finally:
             theirs.close()
