@@ -7,10 +7,13 @@ strong one until the task ends (ruff bans the bare call elsewhere).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import logging
+from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+RECANCEL_EVERY_SEC = 0.5
 
 _running: set[asyncio.Task[Any]] = set()
 
@@ -23,3 +26,29 @@ def spawn(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.T
     _running.add(task)
     task.add_done_callback(_running.discard)
     return task
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], *, within: float = 10.0) -> None:
+    """Cancel ``tasks`` and wait until they end, at most ``within`` seconds.
+
+    A task whose cancellation is swallowed on its way up (a library catching
+    ``CancelledError`` and going on) would hold a plain ``await task`` forever, and
+    with it the shutdown of the whole process. So a task still running is cancelled
+    again every RECANCEL_EVERY_SEC, and one still running at the end is left behind
+    with a warning. Their results and errors are dropped, as a shutdown wants."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    every = list(tasks)
+    pending = {task for task in every if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = deadline - loop.time()
+        if left <= 0:
+            names = ", ".join(sorted(task.get_name() for task in pending))
+            log.warning("tasks still running after cancellation, left behind: %s", names)
+            return
+        _, pending = await asyncio.wait(pending, timeout=min(left, RECANCEL_EVERY_SEC))
+    for task in every:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" at exit

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
 import signal
@@ -24,7 +23,7 @@ from cogumi.config import Settings
 from cogumi.events.bus import LiveBus
 from cogumi.runs.queue import RunQueue
 from cogumi.runs.worker import Executor, RunWorker
-from cogumi.tasks import spawn
+from cogumi.tasks import cancel_and_wait, spawn
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +35,7 @@ class RunsRuntime:
     tasks: list[asyncio.Task[None]]
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self.tasks)
         await self.worker.shutdown()
         await self.queue.shutdown()
 

@@ -306,11 +306,16 @@ class RunWorker:
         return reaped
 
     async def reap_forever(self) -> None:
+        me = asyncio.current_task()
         while True:
             try:
                 await self.reap_once()
             except Exception as exc:  # keep reaping: a DB outage must not kill the loop
                 log.warning("reaper pass failed: %s", exc)
+            if me is not None and me.cancelling():
+                # Cancelled during the pass, and something on the way swallowed it:
+                # stop anyway (else shutdown would wait for the next pass, forever).
+                raise asyncio.CancelledError
             await asyncio.sleep(self.settings.run_reaper_interval_sec)
 
     async def shutdown(self) -> None:
