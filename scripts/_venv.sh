@@ -1,5 +1,6 @@
 # Sourced by the scripts here: create .venv with Python >= 3.11 and install the project.
-# Usage: . scripts/_venv.sh [extras]
+# Usage: . scripts/_venv.sh EXTRAS ("" for none: sourced without an argument, it
+# would take the calling script's first argument for one)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
