@@ -168,9 +168,11 @@ _PG_CLAIM_MANY = (
     "INSERT INTO ingest_batches (id, org_id, project_id, batch_id, accepted, dropped, "
     "received_at) SELECT id, $2, $3, batch_id, accepted, 0, received_at "
     "FROM unnest($1::uuid[], $4::text[], $5::int[], $6::timestamptz[]) "
-    "AS b(id, batch_id, accepted, received_at) "
+    "AS b(id, batch_id, accepted, received_at) ORDER BY batch_id "
     "ON CONFLICT (project_id, batch_id) DO NOTHING RETURNING batch_id"
 )
+"""In ``batch_id`` order: two groups holding the same retried batches (two ``serve``
+processes) wait on each other in one order, never in a cycle."""
 _PG_RESERVE = (
     "UPDATE runs SET last_seq = last_seq + $2 WHERE id = $1 AND last_seq + $2 < $3 "
     "AND (status = 'running' OR $4) RETURNING last_seq"
