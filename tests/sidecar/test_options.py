@@ -49,6 +49,28 @@ def test_bad_values_name_the_option(
         resolve(flags, env)
 
 
+def test_the_api_url_loses_its_trailing_slashes_from_every_source(tmp_path: Path) -> None:
+    """``https://host/`` as given would send every batch to ``//api/…`` (a 404)."""
+    config = tmp_path / "s.yaml"
+    config.write_text("INGEST_URL: https://file.example/\n")
+    assert from_argv(["--config", str(config)], {}).ingest_url == "https://file.example"
+    assert (
+        resolve({}, {"INGEST_URL": "http://env.example:8000//"}).ingest_url
+        == "http://env.example:8000"
+    )
+    flags = {"ingest_url": " https://proxy.example/cogumi/ "}  # a path prefix stays
+    assert resolve(flags, {}).ingest_url == "https://proxy.example/cogumi"
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://api.example", "api.example:8000", "http://", "https://api.example/?x=1",
+            "http://api.example:port", "https://api.example/#top"],
+)  # fmt: skip
+def test_an_api_url_that_cannot_work_is_refused_at_start(url: str) -> None:
+    with pytest.raises(OptionsError, match=r"--ingest-url \(env\): expected the API's base URL"):
+        resolve({}, {"INGEST_URL": url})
+
+
 def test_unknown_file_keys_are_refused(tmp_path: Path) -> None:
     config = tmp_path / "s.yaml"
     config.write_text("ingest_ur: http://typo\n")

@@ -43,7 +43,8 @@ async def test_sigterm_flushes_buffered_events_and_exits_0(
     recorder, served = ingest
     port = free_port()
     config = tmp_path / "sidecar.yaml"
-    config.write_text(f"listen: 127.0.0.1:{port}\nINGEST_URL: {served.url}\nbatch_flush_ms: 5\n")
+    # The API's URL with a trailing slash, as users often copy it: still shipped to /api/….
+    config.write_text(f"listen: 127.0.0.1:{port}\nINGEST_URL: {served.url}/\nbatch_flush_ms: 5\n")
     env = {**os.environ, "SIDECAR_TOKEN": TOKEN, "PROJECT_ID": PROJECT_ID,
            "BATCH_FLUSH_MS": "600000", "BATCH_MAX_EVENTS": "1000", "HEARTBEAT_INTERVAL_SEC": "600"}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(

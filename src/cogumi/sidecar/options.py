@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -150,7 +151,26 @@ def _convert(spec: OptionSpec, value: Any, source: str) -> Any:
         raise OptionsError(f"{where}: expected {spec.kind.__name__}, got {value!r}") from exc
     if spec.minimum is not None and converted < spec.minimum:
         raise OptionsError(f"{where}: must be at least {spec.minimum}")
+    if spec.name == "ingest_url":
+        return _api_base(converted, where)
     return converted
+
+
+def _api_base(url: str, where: str) -> str:
+    """The API's base URL without trailing slashes (``https://host/`` would send every
+    batch to ``//api/…``, a 404); anything but an http(s) URL with a host is refused
+    at start rather than failing every batch later."""
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:  # fmt: skip
+        raise OptionsError(
+            f"{where}: expected the API's base URL, such as https://cogumi.example.com, got {url!r}"
+        )
+    return text.rstrip("/")
 
 
 def _file_values(path: Path, specs: Sequence[OptionSpec]) -> dict[str, Any]:
