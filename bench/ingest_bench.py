@@ -355,7 +355,12 @@ async def measure(
 
 
 def _processes() -> dict[int, tuple[str, int, float]]:
-    """Every process's (name, parent, CPU seconds so far, user + system), from Linux /proc."""
+    """Every process's (name, parent, CPU seconds so far), from Linux /proc.
+
+    The CPU is its user and system time plus that of its children that have exited
+    and been waited for: a PostgreSQL backend that closes mid-measurement (a pool's
+    overflow connection) leaves its time in the postmaster's, instead of taking it
+    out of the sum."""
     found: dict[int, tuple[str, int, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
@@ -369,14 +374,15 @@ def _processes() -> dict[int, tuple[str, int, float]]:
         found[int(entry.name)] = (
             head.partition("(")[2],
             int(fields[1]),
-            (int(fields[11]) + int(fields[12])) / tick,
+            sum(int(value) for value in fields[11:15]) / tick,  # utime stime cutime cstime
         )
     return found
 
 
 def database_cpu_seconds(store: str) -> float:
     """CPU seconds so far of every PostgreSQL server process on this machine (its
-    backends, WAL writer, checkpointer, autovacuum); 0 for SQLite (in-process)."""
+    backends, those that have closed included, WAL writer, checkpointer,
+    autovacuum); 0 for SQLite (in-process)."""
     if store != "postgresql":
         return 0.0
     return sum(cpu for name, _, cpu in _processes().values() if name == "postgres")

@@ -18,7 +18,7 @@ import pytest
 
 from cogumi.db.engine import make_engine, make_sessionmaker
 from cogumi.db.migrate import upgrade
-from cogumi.events.ingest_fast import _PG_CLAIM_MANY
+from cogumi.events.pg_writer import CLAIM_MANY as _PG_CLAIM_MANY
 from cogumi.projects.models import Project
 from cogumi.tenancy.models import Organization
 from tests.conftest import _run_outside_loop

@@ -53,7 +53,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cogumi.errors import Forbidden, Unauthenticated
-from cogumi.events import sqlite_writer
+from cogumi.events import pg_writer, sqlite_writer
 from cogumi.events.ingest import (
     COLUMNS,
     SQLITE_INSERT,
@@ -108,7 +108,9 @@ def fast_path(engine: AsyncEngine) -> FastPath | None:
 
 def _make(engine: AsyncEngine) -> FastPath | None:
     if engine.dialect.name == "postgresql":
-        return PostgresFastPath(engine)
+        pg = PostgresFastPath(engine)
+        event.listen(engine.sync_engine, "engine_disposed", lambda _engine: pg.close())
+        return pg
     database = engine.url.database or ""
     if engine.dialect.name != "sqlite" or database in ("", ":memory:"):
         return None
@@ -163,40 +165,6 @@ _PG_CLAIM = (
     "received_at) VALUES ($1, $2, $3, $4, $5, 0, $6) "
     "ON CONFLICT (project_id, batch_id) DO NOTHING RETURNING id"
 )
-_PG_STORED = "SELECT accepted FROM ingest_batches WHERE project_id = $1 AND batch_id = $2"
-_PG_CLAIM_MANY = (
-    "INSERT INTO ingest_batches (id, org_id, project_id, batch_id, accepted, dropped, "
-    "received_at) SELECT id, $2, $3, batch_id, accepted, 0, received_at "
-    "FROM unnest($1::uuid[], $4::text[], $5::int[], $6::timestamptz[]) "
-    "AS b(id, batch_id, accepted, received_at) ORDER BY batch_id "
-    "ON CONFLICT (project_id, batch_id) DO NOTHING RETURNING batch_id"
-)
-"""In ``batch_id`` order: two groups holding the same retried batches (two ``serve``
-processes) wait on each other in one order, never in a cycle."""
-_PG_RESERVE = (
-    "UPDATE runs SET last_seq = last_seq + $2 WHERE id = $1 AND last_seq + $2 < $3 "
-    "AND (status = 'running' OR $4) RETURNING last_seq"
-)
-# Token, storage and status counters in one round trip; the counts say whether
-# the token is still active and whether the org's quota row exists yet.
-_PG_COUNT = """
-WITH token AS (
-    UPDATE sidecar_tokens SET events_accepted = events_accepted + $1, last_seen_at = $2
-    WHERE id = $3 AND status = 'active' RETURNING id
-), storage AS (
-    UPDATE org_quotas SET stored_events = stored_events + $4, stored_event_bytes =
-    stored_event_bytes + $5 WHERE org_id = $6 RETURNING id
-), status AS (
-    INSERT INTO sidecar_status AS s (token_id, instance_id, org_id, project_id, sidecar_version,
-        counters, last_event_at, watermark)
-    VALUES ($3, $9, $6, $7, '', '{}', $2, $8)
-    ON CONFLICT (token_id, instance_id) DO UPDATE SET last_event_at = excluded.last_event_at,
-        watermark = CASE WHEN excluded.watermark IS NOT NULL AND (s.watermark IS NULL
-            OR excluded.watermark > s.watermark) THEN excluded.watermark ELSE s.watermark END
-    RETURNING token_id
-)
-SELECT (SELECT count(*) FROM token), (SELECT count(*) FROM storage), (SELECT count(*) FROM status)
-"""
 _PG_WATERMARK = """
 INSERT INTO sidecar_status AS s (token_id, instance_id, org_id, project_id, sidecar_version,
     counters, watermark)
@@ -205,14 +173,6 @@ ON CONFLICT (token_id, instance_id) DO UPDATE SET watermark = CASE WHEN excluded
     AND (s.watermark IS NULL OR excluded.watermark > s.watermark)
     THEN excluded.watermark ELSE s.watermark END
 """
-_PG_QUOTA_ROW = (
-    "INSERT INTO org_quotas (id, org_id, stored_events, stored_event_bytes, updated_at) "
-    "VALUES ($1, $2, 0, 0, $3) ON CONFLICT (org_id) DO NOTHING"
-)
-_PG_STORE = (
-    "UPDATE org_quotas SET stored_events = stored_events + $1, stored_event_bytes = "
-    "stored_event_bytes + $2 WHERE org_id = $3"
-)
 
 
 class _LeaveFastPath(Exception):
@@ -225,17 +185,44 @@ class PostgresFastPath:
         """One pooled connection for the request; transactions are the driver's own."""
         async with self._engine.connect() as connection:
             raw = await connection.get_raw_connection()
-            yield _PostgresConnection(raw.driver_connection, self._groups)
+            yield _PostgresConnection(raw.driver_connection, self._groups, self.writer)
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._groups = _RunGroups()
+        # The writer connects as the engine does (the dialect's own reading of the URL).
+        _args, settings = engine.dialect.create_connect_args(engine.url)
+        self.writer = sqlite_writer.WriterClient(
+            [],
+            {"connect": {k: v for k, v in settings.items() if k in _ASYNCPG_CONNECT},
+             "pool_size": pg_writer.POOL_SIZE},
+            module=pg_writer.__name__,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+_ASYNCPG_CONNECT = frozenset(
+    ("dsn", "host", "port", "user", "password", "passfile", "service", "servicefile",
+     "database", "timeout", "statement_cache_size", "max_cached_statement_lifetime",
+     "max_cacheable_statement_size", "command_timeout", "ssl", "direct_tls",
+     "server_settings", "target_session_attrs", "krbsrvname", "gsslib")
+)  # fmt: skip
+"""``asyncpg.connect``'s settings that a URL can carry (the dialect's own, such as
+``prepared_statement_cache_size``, are not asyncpg's)."""
 
 
 class _PostgresConnection:
-    def __init__(self, driver: Any, groups: _RunGroups | None = None) -> None:
+    def __init__(
+        self,
+        driver: Any,
+        groups: _RunGroups | None = None,
+        writer: sqlite_writer.WriterClient | None = None,
+    ) -> None:
         self._db = driver
         self._groups = groups
+        self._writer = writer
 
     async def authenticate(self, token: str) -> SidecarRef:
         prefix = security.split_prefixed_token(token, "cgs")
@@ -280,81 +267,24 @@ class _PostgresConnection:
             return None
 
     async def write_group(self, group: list[_Pending]) -> None:
-        """Write ``group`` (batches of one run) in one transaction and answer each; if
-        that fails for any reason, write each alone (its own answer or error)."""
-        try:
-            async with self._db.transaction():
-                results = await self._store_group(group)
-        except Exception:  # every cause is handled the same: each batch alone
-            results = None
-        if results is not None:
-            for item, result in zip(group, results, strict=True):
-                item.answer(result)
+        """Write ``group`` (batches of one run) in one transaction, in the writer process,
+        and answer each; if that cannot be done, write each alone (its own answer or
+        error). A writer that stopped fails the group (503: the senders retry)."""
+        assert self._writer is not None
+        kind, value = await self._writer.call(_group_request(group))
+        if kind == "ok":
+            for item, (accepted, duplicate) in zip(group, value, strict=True):
+                if duplicate:
+                    item.answer(IngestResult(ok=True, accepted=accepted, dropped=0, duplicate=True))
+                else:
+                    item.answer(IngestResult(ok=True, accepted=accepted, dropped=0,
+                                             run_active=item.target.running))  # fmt: skip
             return
         for item in group:
             try:
                 item.answer(await self.write_alone(item.ref, item.prepared, item.target))
             except Exception as exc:  # handed to the batch's own request
                 item.fail(exc)
-
-    async def _store_group(self, group: list[_Pending]) -> list[IngestResult]:
-        db, first = self._db, group[0]
-        org_id, project_id, target = first.ref.org_id, first.ref.project_id, first.target
-        claimed = {
-            row[0]
-            for row in await db.fetch(
-                _PG_CLAIM_MANY, [uuid.uuid4() for _ in group], org_id, project_id,
-                [item.prepared.batch_id for item in group],
-                [len(item.prepared.rows) for item in group],
-                [item.prepared.received_at for item in group],
-            )
-        }  # fmt: skip
-        fresh = [item for item in group if item.prepared.batch_id in claimed]
-        total = sum(len(item.prepared.rows) for item in fresh)
-        if fresh:
-            warn_at = min(item.target.warn_at for item in fresh)
-            last = await db.fetchval(_PG_RESERVE, target.run_id, total, warn_at, target.named)
-            if last is None:
-                raise _LeaveFastPath
-            seq = int(last) - total + 1
-            for item in fresh:
-                _number(item.prepared, cast(uuid.UUID, target.run_id), seq)
-                seq += len(item.prepared.rows)
-            rows = [row for item in fresh for row in item.prepared.rows]
-            await db.copy_records_to_table("events", records=rows, columns=COLUMNS)
-            by_sender: dict[tuple[uuid.UUID, str], list[_Pending]] = {}
-            for item in fresh:
-                by_sender.setdefault((item.ref.id, item.prepared.instance), []).append(item)
-            for sender in sorted(by_sender):  # one order for every transaction
-                await self._count(by_sender[sender])
-        results = []
-        for item in group:
-            count = len(item.prepared.rows)
-            if item in fresh:
-                results.append(IngestResult(ok=True, accepted=count, dropped=0,
-                                            run_active=item.target.running))  # fmt: skip
-                continue
-            accepted = await db.fetchval(_PG_STORED, project_id, item.prepared.batch_id)
-            results.append(IngestResult(ok=True, accepted=int(accepted or 0), dropped=0, duplicate=True))  # fmt: skip
-        return results
-
-    async def _count(self, items: list[_Pending]) -> None:
-        """The token, storage and status counters for the batches of a group that one
-        sidecar process (token and instance) sent."""
-        db, ref = self._db, items[0].ref
-        count = sum(len(item.prepared.rows) for item in items)
-        chars = sum(sum(item.prepared.sizes) for item in items)
-        seen = max(item.prepared.received_at for item in items)
-        marks = [item.prepared.watermark for item in items if item.prepared.watermark]
-        token, storage, _ = await db.fetchrow(
-            _PG_COUNT, count, seen, ref.id, count, chars, ref.org_id, ref.project_id,
-            max(marks) if marks else None, items[0].prepared.instance,
-        )  # fmt: skip
-        if not token:  # revoked meanwhile: each batch alone gets its 403
-            raise _LeaveFastPath
-        if not storage:  # the org's first counted batch
-            await db.execute(_PG_QUOTA_ROW, uuid.uuid4(), ref.org_id, seen)
-            await db.execute(_PG_STORE, count, chars, ref.org_id)
 
     async def _store(self, ref: SidecarRef, prepared: Prepared, target: Target) -> IngestResult:
         db, count = self._db, len(prepared.rows)
@@ -363,11 +293,11 @@ class _PostgresConnection:
             prepared.received_at,
         )  # fmt: skip
         if claimed is None:
-            accepted = await db.fetchval(_PG_STORED, ref.project_id, prepared.batch_id)
+            accepted = await db.fetchval(pg_writer.STORED, ref.project_id, prepared.batch_id)
             return IngestResult(ok=True, accepted=int(accepted or 0), dropped=0, duplicate=True)
         if target.run_id is not None:
             last = await db.fetchval(
-                _PG_RESERVE, target.run_id, count, target.warn_at, target.named
+                pg_writer.RESERVE, target.run_id, count, target.warn_at, target.named
             )
             if last is None:
                 raise _LeaveFastPath
@@ -375,14 +305,14 @@ class _PostgresConnection:
         await db.copy_records_to_table("events", records=prepared.rows, columns=COLUMNS)
         chars = sum(prepared.sizes)
         token, storage, _ = await db.fetchrow(
-            _PG_COUNT, count, prepared.received_at, ref.id, count, chars, ref.org_id,
+            pg_writer.COUNT, count, prepared.received_at, ref.id, count, chars, ref.org_id,
             ref.project_id, prepared.watermark, prepared.instance,
         )  # fmt: skip
         if not token:
             raise Forbidden("sidecar token revoked", reason="token_revoked")
         if not storage:  # the org's first counted batch
-            await db.execute(_PG_QUOTA_ROW, uuid.uuid4(), ref.org_id, prepared.received_at)
-            await db.execute(_PG_STORE, count, chars, ref.org_id)
+            await db.execute(pg_writer.QUOTA_ROW, uuid.uuid4(), ref.org_id, prepared.received_at)
+            await db.execute(pg_writer.STORE, count, chars, ref.org_id)
         return IngestResult(ok=True, accepted=count, dropped=0, run_active=target.running)
 
 
@@ -505,6 +435,28 @@ def _led(item: _Pending) -> bool:
     )
 
 
+def _group_request(group: list[_Pending]) -> dict[str, Any]:
+    """What the writer process needs for ``group`` (pg_writer.write_group)."""
+    first = group[0]
+    run_id = cast(uuid.UUID, first.target.run_id)
+    return {
+        "org": first.ref.org_id, "project": first.ref.project_id, "run": run_id,
+        "run_value": first.prepared.run_value(run_id), "named": first.target.named,
+        "warn_at": min(item.target.warn_at for item in group),
+        "run_index": _RUN_INDEX, "seq_index": _SEQ_INDEX, "columns": COLUMNS,
+        "batches": [
+            [item.prepared.batch_id, len(item.prepared.rows), item.prepared.received_at,
+             item.ref.id, item.prepared.instance, item.prepared.watermark,
+             sum(item.prepared.sizes), uuid.uuid4()]
+            for item in group
+        ],
+        "rows": [row for item in group for row in item.prepared.rows],
+    }  # fmt: skip
+
+
+_RUN_INDEX, _SEQ_INDEX = COLUMNS.index("run_id"), COLUMNS.index("seq")
+
+
 def _run_row(row: Sequence[Any] | None) -> RunRow | None:
     if row is None:
         return None
@@ -515,9 +467,8 @@ def _run_row(row: Sequence[Any] | None) -> RunRow | None:
 
 def _number(prepared: Prepared, run_id: uuid.UUID, first: int) -> None:
     run_value = prepared.run_value(run_id)
-    run_index, seq_index = COLUMNS.index("run_id"), COLUMNS.index("seq")
     for offset, row in enumerate(prepared.rows):
-        row[run_index], row[seq_index] = run_value, first + offset
+        row[_RUN_INDEX], row[_SEQ_INDEX] = run_value, first + offset
 
 
 # --- SQLite --------------------------------------------------------------------
@@ -544,7 +495,7 @@ class SqliteFastPath:
         # Engine connections waiting for the write lock, with when they started.
         self._waiting: dict[int, float] = {}
         self.writer = sqlite_writer.WriterClient(
-            database,
+            [database],
             {"insert": SQLITE_INSERT, "run_index": COLUMNS.index("run_id"),
              "seq_index": COLUMNS.index("seq"), "busy_sec": _BUSY_WAIT_SEC,
              "checkpoint_every": CHECKPOINT_EVERY},

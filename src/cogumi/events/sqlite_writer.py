@@ -86,8 +86,11 @@ class WriterClient(asyncio.Protocol):
     """``serve``'s end: starts the writer on first use (again after it has gone, or
     when the running event loop is another), sends requests, resolves answers."""
 
-    def __init__(self, database: str, config: dict[str, Any]) -> None:
-        self._database, self._config = database, config
+    def __init__(self, args: list[str], config: dict[str, Any], *, module: str = __name__) -> None:
+        """Starts ``python -m module FD *args`` (the writer's end of the socket pair is
+        FD) and sends ``config`` first. Secrets go in ``config``, never in ``args``
+        (another user of the machine can read a process's arguments)."""
+        self._args, self._config, self._module = args, config, module
         self._process: subprocess.Popen[bytes] | None = None
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -120,7 +123,7 @@ class WriterClient(asyncio.Protocol):
         ours, theirs = socket.socketpair()
         try:
             self._process = subprocess.Popen(  # noqa: S603 - our own module, no shell
-                [sys.executable, "-m", __name__, str(theirs.fileno()), self._database],
+                [sys.executable, "-m", self._module, str(theirs.fileno()), *self._args],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
