@@ -39,7 +39,7 @@ from cogumi.config import Settings
 from cogumi.db.base import utcnow
 from cogumi.db.engine import transaction
 from cogumi.projects import urlguard
-from cogumi.tasks import spawn
+from cogumi.tasks import cancel_and_wait, spawn
 from cogumi.webhooks import payloads, signing
 from cogumi.webhooks.models import DeliveryStatus, PayloadFormat, Webhook, WebhookDelivery
 
@@ -129,9 +129,9 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError, Exception):
                 grace = self.settings.webhook_timeout_sec + 1
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=grace)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Cancelled again until it ends (a cancellation swallowed on the loop's
+            # path must not hold the stop), and left behind with a warning after 10 s.
+            await cancel_and_wait([self._task])
         await self.client.aclose()
 
     async def _run_forever(self) -> None:
