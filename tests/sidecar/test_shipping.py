@@ -166,6 +166,30 @@ async def test_secrets_the_api_masked_are_counted_and_said_once(
     ]
 
 
+async def test_a_404_from_ingest_names_the_url_to_check_and_keeps_the_events(
+    make_sidecar: SidecarFactory,
+    ingest: tuple[Ingest, Served],
+    origin: tuple[Origin, Served],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A base URL with a wrong path (or another service at that address) answers 404:
+    the sidecar says which URL and which option, buffers, and delivers once fixed."""
+    recorder, served = ingest
+    recorder.fail_status = 404
+    with caplog.at_level(logging.WARNING, logger="cogumi.sidecar"):
+        async with make_sidecar(batch_max_events=2) as sidecar:
+            await _get_many(proxy_url(sidecar), origin[1].url, 2)
+            await _until(lambda: sidecar.shipper.counters.ingest_failures >= 1)
+            assert sidecar.shipper.queued == 2
+            recorder.fail_status = None
+            events = await recorder.wait_events(2, within=15)
+    assert len(events) == 2
+    warnings = [r.getMessage() for r in caplog.records if "404" in r.getMessage()]
+    assert len(warnings) == 1
+    assert f"{served.url}/api/ingest/events" in warnings[0]
+    assert "check INGEST_URL" in warnings[0]
+
+
 async def test_project_config_is_fetched_merged_and_refreshed(
     make_sidecar: SidecarFactory, ingest: tuple[Ingest, Served]
 ) -> None:

@@ -349,6 +349,10 @@ class Shipper:
             self.counters.dropped["rejected_by_api"] += count
             log.error("ingest refused a batch of %d events (%d): %s", count, status, response.text[:300])  # fmt: skip
             return None
+        if status == 404:  # no such route: the URL, not the batch, is wrong
+            why = (f"ingest answered 404 at {url}: check INGEST_URL, the API's base URL "
+                   "(such as https://cogumi.example.com)")  # fmt: skip
+            return self._retry_later(why, attempt)
         return self._retry_later(f"ingest answered {status}", attempt)
 
     def _auth(self) -> dict[str, str]:
