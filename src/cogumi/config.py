@@ -46,7 +46,8 @@ class Settings(BaseSettings):
         ge=1,
         description="PostgreSQL connections each process keeps open. Every `serve` worker "
         "and every `worker` has its own pool: size PostgreSQL's `max_connections` for "
-        "processes x (pool size + overflow). Ignored on SQLite.",
+        "processes x (pool size + overflow), plus, per `serve` process, its ingest "
+        "writer's connections (as many as this, at most 8). Ignored on SQLite.",
     )
     database_max_overflow: int = Field(
         default=10,

@@ -310,6 +310,19 @@ async def test_the_writer_stops_with_the_app(pg_url: str, tmp_path: Path) -> Non
     assert process.poll() == 0  # it exited on its own when its socket closed
 
 
+def test_the_writer_keeps_no_more_connections_than_the_engine() -> None:
+    """An operator who lowers COGUMI_DATABASE_POOL_SIZE lowers the writer's pool too."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url = "postgresql+asyncpg://cogumi:secret@127.0.0.1:5432/cogumi"  # never connected
+    sizes = {}
+    for kept in (1, 2, 5, 20):
+        path = ingest_fast.PostgresFastPath(create_async_engine(url, pool_size=kept))
+        sizes[kept] = path.writer._config["pool_size"]
+    assert sizes == {1: 1, 2: 2, 5: 5, 20: pg_writer.POOL_SIZE}
+    assert path.writer._config["connect"]["password"] == "secret"
+
+
 def test_the_writers_settings_are_asyncpgs_own() -> None:
     """What the dialect reads from a URL and asyncpg.connect does not take stays out."""
     import inspect

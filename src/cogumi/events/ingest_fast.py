@@ -195,12 +195,20 @@ class PostgresFastPath:
         self.writer = sqlite_writer.WriterClient(
             [],
             {"connect": {k: v for k, v in settings.items() if k in _ASYNCPG_CONNECT},
-             "pool_size": pg_writer.POOL_SIZE},
+             "pool_size": _writer_pool_size(engine)},
             module=pg_writer.__name__,
         )  # fmt: skip
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _writer_pool_size(engine: AsyncEngine) -> int:
+    """The writer's connections: as many as the engine keeps (``COGUMI_DATABASE_POOL_SIZE``,
+    so an operator who lowers it lowers both), at most :data:`pg_writer.POOL_SIZE`."""
+    size = getattr(engine.sync_engine.pool, "size", None)
+    kept = size() if callable(size) else pg_writer.POOL_SIZE
+    return max(1, min(pg_writer.POOL_SIZE, int(kept)))
 
 
 _ASYNCPG_CONNECT = frozenset(

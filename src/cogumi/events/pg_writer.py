@@ -39,7 +39,8 @@ import asyncpg
 from cogumi.events.sqlite_writer import frame, take_frames
 
 POOL_SIZE: Final = 8
-"""Connections of the writer: groups of as many runs are written at once."""
+"""Connections of the writer at most (fewer when the engine keeps fewer): groups of as
+many runs are written at once."""
 
 CLAIM_MANY: Final = (
     "INSERT INTO ingest_batches (id, org_id, project_id, batch_id, accepted, dropped, "
