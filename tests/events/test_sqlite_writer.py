@@ -223,6 +223,19 @@ async def test_the_writer_stops_with_the_app(tmp_path: Path) -> None:
     assert process.poll() == 0  # it exited on its own when its socket closed
 
 
+async def test_a_request_that_cannot_be_encoded_fails_alone(setup: Setup) -> None:
+    """It raises to its caller, leaves no answer pending, and the writer serves on."""
+    accounts = setup.accounts
+    owner = await accounts.signup()
+    sidecar = await project_with_token(accounts, owner.org_id)
+    assert (await _post(sidecar, batch(sidecar, [http_event(0)]))).status_code == 200
+    with pytest.raises(TypeError):
+        await setup.writer.call({"rows": [[object()]]})
+    assert setup.writer._pending == {}
+    assert (await _post(sidecar, batch(sidecar, [http_event(1)]))).status_code == 200
+    assert await _count(accounts, Event, sidecar.project_id) == 2
+
+
 def test_frames_come_out_as_they_went_in_whatever_the_reads() -> None:
     messages = [{"rows": [["a", 1, None, 2.5, True]], "n": "é" * n} for n in range(30)]
     data = b"".join(sqlite_writer.frame(m) for m in messages)

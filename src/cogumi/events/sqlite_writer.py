@@ -113,9 +113,10 @@ class WriterClient(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             raise WriterUnavailable("the ingest writer stopped; retry")
         ident = next(self._ids)
+        message = frame([ident, request])  # one that cannot be encoded leaves nothing pending
         answer: asyncio.Future[list[Any]] = loop.create_future()
         self._pending[ident] = answer
-        self._transport.write(frame([ident, request]))
+        self._transport.write(message)
         return await answer
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
