@@ -330,3 +330,40 @@ def test_the_writers_settings_are_asyncpgs_own() -> None:
     taken = set(inspect.signature(asyncpg.connect).parameters)
     assert taken >= ingest_fast._ASYNCPG_CONNECT
     assert pg_writer.POOL_SIZE >= 1
+
+
+async def test_a_writer_that_cannot_connect_gives_its_group_back_after_its_timeout() -> None:
+    """A database that accepts and never answers costs a group the writer's connect
+    timeout (asyncpg would wait a minute); the group then goes alone in serve."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = {"connect": {"host": "127.0.0.1", "port": port, "user": "cogumi",
+                          "database": "cogumi"},
+              "pool_size": 1, "connect_timeout": 0.5}  # fmt: skip
+    writer = sqlite_writer.WriterClient([], config, module=pg_writer.__name__)
+    try:
+        started = asyncio.get_running_loop().time()
+        kind, reason = await asyncio.wait_for(writer.call({"batches": []}), 20)
+        waited = asyncio.get_running_loop().time() - started
+        assert (kind, reason.split(":")[0]) == ("alone", "TimeoutError")
+        assert held, "the writer never reached the database"
+        assert waited < 5
+    finally:
+        writer.close()
+        for stream in held:
+            stream.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_the_writer_gives_up_connecting_long_before_asyncpg_would() -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url = "postgresql+asyncpg://cogumi:secret@127.0.0.1:5432/cogumi"  # never connected
+    path = ingest_fast.PostgresFastPath(create_async_engine(url))
+    assert path.writer._config["connect_timeout"] == pg_writer.CONNECT_TIMEOUT_SEC <= 15

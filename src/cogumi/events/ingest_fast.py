@@ -195,7 +195,8 @@ class PostgresFastPath:
         self.writer = sqlite_writer.WriterClient(
             [],
             {"connect": {k: v for k, v in settings.items() if k in _ASYNCPG_CONNECT},
-             "pool_size": _writer_pool_size(engine)},
+             "pool_size": _writer_pool_size(engine),
+             "connect_timeout": pg_writer.CONNECT_TIMEOUT_SEC},
             module=pg_writer.__name__,
         )  # fmt: skip
 

@@ -42,6 +42,11 @@ POOL_SIZE: Final = 8
 """Connections of the writer at most (fewer when the engine keeps fewer): groups of as
 many runs are written at once."""
 
+CONNECT_TIMEOUT_SEC: Final = 10.0
+"""How long the writer waits for a connection (asyncpg's own default is 60 s). A group
+that cannot get one goes alone in serve, so a database the writer cannot reach costs
+a group this long, not a minute."""
+
 CLAIM_MANY: Final = (
     "INSERT INTO ingest_batches (id, org_id, project_id, batch_id, accepted, dropped, "
     "received_at) SELECT id, $2, $3, batch_id, accepted, 0, received_at "
@@ -209,7 +214,7 @@ class Writer(asyncio.Protocol):
         """The pool, made on first use and again after a failed start."""
         if self._pool is None or (self._pool.done() and self._pool.exception() is not None):
             assert self._config is not None
-            settings = self._config["connect"]
+            settings = {**self._config["connect"], "timeout": self._config["connect_timeout"]}
             self._pool = asyncio.ensure_future(
                 asyncpg.create_pool(
                     min_size=1, max_size=self._config["pool_size"], reset=_no_reset, **settings
