@@ -9,7 +9,7 @@ c=32; each with its ratio to direct and the target it is held to.
 
 Usage: python bench/sidecar_bench.py [--quick] [--seconds N] [--rounds N]
 [--record-all] [--sidecar-arg=--flag ...] [--processes N] [--mitmdump PATH]
-[--bare-relay] [--figure NAME ...]
+[--bare-relay] [--native-relay] [--figure NAME ...]
 
 ``--mitmdump PATH`` adds mitmproxy as a third side of every round, in regular
 mode with TLS passthrough (``--ignore-hosts '.*'``: CONNECT tunnels are not
@@ -24,6 +24,13 @@ runtime allows (uvloop protocols splicing two transports: no policy, no
 record, no timeouts, no error answers), reported as ``bare_relay_per_s`` and
 ``bare_relay_ratio``: the floor a Python proxy cannot go under on the machine,
 against which the sidecar's own overhead is measured.
+
+``--native-relay`` adds, to the same two figures, the leanest native tunnel
+relay: ``bench/native_relay.c`` (plain C, one thread, one epoll loop, the same
+lack of policy, record and timeouts), compiled with ``cc -O2`` into a temporary
+directory at start, reported as ``native_relay_per_s`` and
+``native_relay_ratio``: the floor for a tunnel path in native code, which says
+whether native code on the tunnel path could reach the target at all.
 
 ``sidecar_cpu_ms_per_op`` is the sidecar's CPU per request, per tunnel or per
 10 MiB download: the figure that depends least on how busy the machine is.
@@ -58,11 +65,13 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -77,6 +86,7 @@ ONE_KIB = b"x" * 1024
 TEN_MIB = 10 * 1024 * 1024
 BLOCK = b"y" * (256 * 1024)
 CONNECT_FIGURES = ("connect_download", "new_tunnels")
+CONNECT_ONLY = ("bare_relay", "native_relay")  # reference relays, measured in CONNECT_FIGURES
 TARGETS = {"get_c1": 0.25, "get_c32": 0.25, "connect_download": 0.66, "new_tunnels": 0.6}
 RSS_TARGET_MB = 50
 IO_TIMEOUT = 30.0  # no single read or connect may hang the bench
@@ -442,7 +452,7 @@ def summarize(rounds: list[dict[str, Any]], target: float | None) -> dict[str, A
         "ratio": round(statistics.median(ratios), 3),
         "ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
     }
-    proxies = [side for side in ("sidecar", "mitmproxy", "bare_relay") if side in rounds[0]]
+    proxies = [side for side in ("sidecar", "mitmproxy", *CONNECT_ONLY) if side in rounds[0]]
     for other in proxies[1:]:
         summary[f"{other}_per_s"] = median(other, "per_s")
         ratio = [r[other]["per_s"] / r["direct"]["per_s"] for r in rounds]
@@ -474,7 +484,7 @@ async def run(args: argparse.Namespace, up_port: int, proxy_ports: dict[str, lis
         """The phase ``name`` for direct and for each proxy under test."""
         out: dict[str, Phase] = {}
         for side in ("direct", *proxy_ports):
-            if side == "bare_relay" and name not in CONNECT_FIGURES:
+            if side in CONNECT_ONLY and name not in CONNECT_FIGURES:
                 continue
             via = [("127.0.0.1", port) for port in proxy_ports.get(side, [])]
             if name == "get_c1":
@@ -488,7 +498,7 @@ async def run(args: argparse.Namespace, up_port: int, proxy_ports: dict[str, lis
         return out
 
     for side, ports in proxy_ports.items():  # warm-up
-        if side == "bare_relay":
+        if side in CONNECT_ONLY:
             continue
         await get_phase([("127.0.0.1", p) for p in ports], proxied_req, 4, min(1.0, secs))
     names = ["get_c1", "get_c32"] if args.record_all else list(TARGETS)
@@ -507,7 +517,7 @@ async def run(args: argparse.Namespace, up_port: int, proxy_ports: dict[str, lis
         results[name] = summarize(rounds, None if args.record_all else TARGETS[name])
     if "get_c32" not in results:
         return results
-    for side in (p for p in proxy_ports if p != "bare_relay"):  # not in the GET figures
+    for side in (p for p in proxy_ports if p not in CONNECT_ONLY):  # not in the GET figures
         c32 = [r[side] for r in results["get_c32"]["rounds"]]
         results[f"{side}_cpu_sec_per_1000_requests_c32"] = round(
             sum(r["proxy_cpu_sec"] for r in c32) / sum(r["requests"] for r in c32) * 1000, 3
@@ -521,6 +531,21 @@ async def run(args: argparse.Namespace, up_port: int, proxy_ports: dict[str, lis
         "met": results["sidecar_memory_c32"]["peak_rss_mb"] <= RSS_TARGET_MB,
     }
     return results
+
+
+def build_native_relay() -> Path:
+    """Compile bench/native_relay.c with ``cc -O2`` into a temporary directory."""
+    cc = shutil.which("cc")
+    if cc is None:
+        sys.exit("--native-relay needs a C compiler: no `cc` on PATH")
+    source = Path(__file__).with_name("native_relay.c")
+    binary = Path(tempfile.mkdtemp(prefix="native_relay_")) / "native_relay"
+    built = subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-o", str(binary), str(source)],
+                           capture_output=True, text=True)  # fmt: skip
+    if built.returncode != 0:
+        shutil.rmtree(binary.parent)
+        sys.exit(f"--native-relay: compiling {source} failed:\n{built.stderr}")
+    return binary
 
 
 def main() -> None:
@@ -540,6 +565,9 @@ def main() -> None:
                         help="measure only this figure (repeatable; memory comes with get_c32)")  # fmt: skip
     parser.add_argument("--bare-relay", action="store_true",
                         help="measure the leanest uvloop tunnel relay too (CONNECT figures)")  # fmt: skip
+    parser.add_argument("--native-relay", action="store_true",
+                        help="measure the leanest native (C, epoll) tunnel relay too, built from "
+                        "bench/native_relay.c with cc (CONNECT figures)")  # fmt: skip
     parser.add_argument("--serve-upstream", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare-relay", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -565,12 +593,16 @@ def main() -> None:
         "sidecar_processes": args.processes,
         "load_average_before": os.getloadavg(),
     }
+    native = build_native_relay() if args.native_relay else None  # before any process starts
     up_port, up_proc, sidecars = start_processes(sidecar_args, args.processes)
     mitm = start_mitmdump(args.mitmdump) if args.mitmdump else None
-    bare: tuple[int, subprocess.Popen[bytes]] | None = None
+    relays: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
     if args.bare_relay:
         bare_port = free_port()
-        bare = bare_port, subprocess.Popen([sys.executable, __file__, "--serve-bare-relay", str(bare_port)])  # fmt: skip
+        relays["bare_relay"] = bare_port, subprocess.Popen([sys.executable, __file__, "--serve-bare-relay", str(bare_port)])  # fmt: skip
+    if native is not None:
+        native_port = free_port()
+        relays["native_relay"] = native_port, subprocess.Popen([str(native), str(native_port)])
     try:
         ports = {"sidecar": [port for port, _ in sidecars]}
         pids = {"sidecar": [proc.pid for _, proc in sidecars]}
@@ -578,26 +610,30 @@ def main() -> None:
             ports["mitmproxy"], pids["mitmproxy"] = [mitm[0]], [mitm[1].pid]
             version = subprocess.run([args.mitmdump, "--version"], capture_output=True, text=True)
             report["mitmproxy_version"] = version.stdout.split("\n", 1)[0]
-        if bare is not None:
-            ports["bare_relay"], pids["bare_relay"] = [bare[0]], [bare[1].pid]
+        for side, (port, proc) in relays.items():
+            ports[side], pids[side] = [port], [proc.pid]
         report["results"] = runner(run(args, up_port, ports, Meter(up_proc.pid, pids)))
     finally:
         for _, proc in sidecars:
             proc.send_signal(signal.SIGTERM)
         if mitm is not None:
             mitm[1].terminate()
-        if bare is not None:
-            bare[1].terminate()
+        for _, proc in relays.values():
+            proc.terminate()
         up_proc.terminate()
         for _, proc in sidecars:
             proc.wait(timeout=20)
         if mitm is not None:
             mitm[1].wait(timeout=20)
+        for _, proc in relays.values():
+            proc.wait(timeout=5)
         up_proc.wait(timeout=5)
+        if native is not None:
+            shutil.rmtree(native.parent, ignore_errors=True)
     report["load_average_after"] = os.getloadavg()
     results = report["results"]
     report["summary"] = {
-        name: {k: results[name][k] for k in ("ratio", "target", "met", "mitmproxy_ratio", "bare_relay_ratio")
+        name: {k: results[name][k] for k in ("ratio", "target", "met", "mitmproxy_ratio", "bare_relay_ratio", "native_relay_ratio")
                if k in results[name]}
         for name in ("get_c1", "get_c32", "connect_download", "new_tunnels") if name in results
     } | ({"memory": results["sidecar_memory_c32"]} if "sidecar_memory_c32" in results else {})  # fmt: skip
