@@ -9,6 +9,7 @@ tests never see each other's rows.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -40,6 +41,21 @@ def _run_outside_loop(fn, *args) -> None:  # type: ignore[no-untyped-def]
     thread.join()
     if errors:
         raise errors[0]
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _sqlite_threads_end_before_the_loop() -> AsyncIterator[None]:
+    """SQLAlchemy force-closes an aiosqlite connection without waiting for it, and the
+    connection's thread then hands its answer to the event loop: the session's loop
+    must outlive those threads, or that answer lands on a closed loop (an unhandled
+    thread exception that fails the run). Threads of connections left open are not
+    waited for past two seconds in all."""
+    yield
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 2.0
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_connection_worker_thread)") and loop.time() < deadline:
+            await asyncio.to_thread(thread.join, max(0.0, deadline - loop.time()))
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

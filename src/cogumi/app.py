@@ -23,6 +23,7 @@ from cogumi.ops.metrics import Metrics
 from cogumi.ops.middleware import RequestContextMiddleware
 from cogumi.ops.routes import metrics_router
 from cogumi.runs.runtime import start_runtime
+from cogumi.tasks import close_in_turn
 from cogumi.tenancy.deps import get_principal
 from cogumi.tenancy.ratelimit import make_rate_limiter
 from cogumi.webhooks.dispatch import start_dispatcher
@@ -130,11 +131,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await app.state.webhooks.close()
-            await app.state.runs.close()
-            await app.state.live_bus.close()
-            await app.state.rate_limiter.close()
-            await engine.dispose()
+            await close_in_turn(
+                app.state.webhooks.close,
+                app.state.runs.close,
+                app.state.live_bus.close,
+                app.state.rate_limiter.close,
+                engine.dispose,
+            )
 
     app = FastAPI(
         title="COGUMI AI Protect",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -52,3 +52,15 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], *, within: float =
     for task in every:
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: no "exception was never retrieved" at exit
+
+
+async def close_in_turn(*steps: Callable[[], Awaitable[Any]]) -> None:
+    """Await each of a shutdown's ``steps`` in order; one that fails is logged and the
+    rest still run (a failed step must not leave the later ones' connections, child
+    processes and sockets open)."""
+    for step in steps:
+        try:
+            await step()
+        except Exception:
+            log.exception("shutdown step %s failed; going on with the rest",
+                          getattr(step, "__qualname__", repr(step)))  # fmt: skip

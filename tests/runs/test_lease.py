@@ -3,13 +3,20 @@ the duration cap ends a run that runs too long."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sqlite3
+import time
 import uuid
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cogumi.db.base import utcnow
+from cogumi.db.engine import make_engine, make_sessionmaker
 from cogumi.events.models import StreamMessage
 from cogumi.runs import lease
 from cogumi.runs.models import Run, RunStatus, ScriptResult
@@ -224,3 +231,83 @@ async def test_a_worker_shutting_down_hands_its_run_back(
     assert run.id in (await worker.reap_once()).resent
     final = await wait_status(owner.client, str(run.id), FINAL)
     assert final["status"] == "completed" and final["attempts"] == 1
+
+
+def _short_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=300")
+    cursor.close()
+
+
+async def test_a_hand_back_that_cannot_get_the_run_gives_up_and_leaves_it_to_the_reaper(
+    accounts: Accounts,
+    fake: FakeExecutor,
+    worker: RunWorker,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A database that keeps the run out of reach (SQLite: another connection holds the
+    write lock; PostgreSQL: another transaction holds the run's row) must not hold the
+    shutdown, nor fail it: the worker stops, says which run it could not return, and
+    the reaper re-queues that run once its lease lapses."""
+    from cogumi.runs.worker import RunWorker as Worker
+    from cogumi.tasks import spawn
+
+    fake.steps, fake.step_sec = 2, 3600.0  # one step, then idle until stopped
+    owner = await accounts.signup()
+    engine = None
+    ours = sessionmaker
+    if database_url.startswith("sqlite"):
+        # SQLite waits out its busy timeout inside the driver, where a cancellation
+        # cannot reach; this worker's connections wait 0.3 s instead of 10.
+        engine = make_engine(database_url)
+        event.listen(engine.sync_engine, "connect", _short_busy_timeout)
+        ours = make_sessionmaker(engine)
+    other = Worker(sessionmaker=ours, settings=worker.settings, bus=worker.bus,
+                   queue=worker.queue, executor=fake, owner="stuck-worker")  # fmt: skip
+    other.hand_back_sec = 0.5
+    run = await insert_run(sessionmaker, owner.org_id, enqueued_at=utcnow() + timedelta(hours=1))
+    job = spawn(other.handle(str(run.id)))
+    await wait_status(owner.client, str(run.id), {"running"})
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        if database_url.startswith("sqlite"):
+            other_db = sqlite3.connect(database_url.split(":///", 1)[1], isolation_level=None)
+            try:
+                other_db.execute("BEGIN IMMEDIATE")
+                held.set()
+                await release.wait()
+                other_db.execute("ROLLBACK")
+            finally:
+                other_db.close()
+            return
+        async with sessionmaker() as session, session.begin():
+            await session.execute(select(Run.id).where(Run.id == run.id).with_for_update())
+            held.set()
+            await release.wait()
+
+    holder = spawn(hold())
+    await held.wait()
+    try:
+        with caplog.at_level(logging.WARNING, logger="cogumi.runs.worker"):
+            started = time.monotonic()
+            await asyncio.wait_for(other.shutdown(), 10)  # neither raises nor waits on the lock
+            waited = time.monotonic() - started
+    finally:
+        release.set()
+        await holder
+        if engine is not None:
+            await engine.dispose()
+    job.cancel()
+    assert waited < 5
+    assert f"could not hand run(s) {run.id} back" in caplog.text
+    row = await _row(sessionmaker, run.id)
+    assert (row.status, row.lease_owner) == (RunStatus.running, "stuck-worker")
+    async with sessionmaker() as session, session.begin():
+        await session.execute(update(Run).where(Run.id == run.id).values(lease_expires_at=ago(5)))
+    fake.steps, fake.step_sec = 3, 0.02
+    assert run.id in [r.id for r in (await worker.reap_once()).requeued]
+    final = await wait_status(owner.client, str(run.id), FINAL)
+    assert final["status"] == "completed" and final["attempts"] == 2

@@ -23,7 +23,7 @@ from cogumi.config import Settings
 from cogumi.events.bus import LiveBus
 from cogumi.runs.queue import RunQueue
 from cogumi.runs.worker import Executor, RunWorker
-from cogumi.tasks import cancel_and_wait, spawn
+from cogumi.tasks import cancel_and_wait, close_in_turn, spawn
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,7 @@ class RunsRuntime:
 
     async def close(self) -> None:
         await cancel_and_wait(self.tasks)
-        await self.worker.shutdown()
-        await self.queue.shutdown()
+        await close_in_turn(self.worker.shutdown, self.queue.shutdown)
 
 
 async def start_runtime(
@@ -111,9 +110,10 @@ async def run_worker_process(settings: Settings, *, executor: Executor | None = 
     try:
         await stop.wait()
     finally:
-        await runtime.close()
-        await webhooks.close()
-        if server is not None:
-            await server.close()
-        await bus.close()
-        await engine.dispose()
+        await close_in_turn(
+            runtime.close,
+            webhooks.close,
+            *([server.close] if server is not None else []),
+            bus.close,
+            engine.dispose,
+        )

@@ -45,6 +45,10 @@ from cogumi.tasks import spawn
 log = logging.getLogger(__name__)
 
 CAP_GRACE_SEC = 30.0
+HAND_BACK_SEC = 15.0
+"""How long a stopping worker tries to hand its runs back. A database that is down, or
+a lock held past it, must not hold the shutdown: the reaper re-queues such runs once
+their lease expires (at the cost of an attempt)."""
 CAP_REASON = "duration cap reached"
 ShouldStop = Callable[[], Awaitable[bool]]
 
@@ -117,6 +121,7 @@ class RunWorker:
         self.executor = executor
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.cap_grace_sec = CAP_GRACE_SEC
+        self.hand_back_sec = HAND_BACK_SEC
         self._active: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.observers: list[WorkerObserver] = []
 
@@ -326,8 +331,18 @@ class RunWorker:
         for task in active.values():
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if active:
-            await self._hand_back(list(active))
+        if not active:
+            return
+        try:
+            async with asyncio.timeout(self.hand_back_sec):
+                await self._hand_back(list(active))
+        except Exception as exc:  # a timeout included: the shutdown goes on
+            log.warning(
+                "could not hand run(s) %s back to the queue (%s); the reaper re-queues "
+                "them once their lease expires",
+                ", ".join(str(run_id) for run_id in active),
+                f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+            )
 
     async def _hand_back(self, run_ids: list[uuid.UUID]) -> None:
         async with transaction(self.sessionmaker) as session:
